@@ -1,0 +1,113 @@
+//! The command line: one `lang-agent` binary with subcommands.
+//!
+//! Global options (`--data-dir`, `--config-dir`, `--base-url`, `--llm-name`) are declared once
+//! here and accepted by every subcommand in the same way, so scripts can put them anywhere on
+//! the line. Parsing only: turning these into a validated [`crate::config::Config`] happens in
+//! `config.rs`, the one place that knows defaults from the environment.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "lang-agent", version, about = "Voice-assistant brain for Xiaozhi boxes")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand understands.
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// Where the SQLite store, the generated API key and other state live.
+    #[arg(long, global = true, default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Prompts (`route_sys_prompts/`) and MCP server settings.
+    #[arg(long, global = true, default_value = "./configs")]
+    pub config_dir: PathBuf,
+    /// Upstream OpenAI-compatible base URL; overrides `ALI_BASE_URL`.
+    #[arg(long, global = true)]
+    pub base_url: Option<String>,
+    /// Upstream chat model name.
+    #[arg(long, global = true, default_value = "qwen-plus")]
+    pub llm_name: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the DashScope and OpenAI APIs (and the viewer).
+    Serve(ServeArgs),
+    /// A scripted OpenAI-compatible fake upstream, for tests and benchmarks.
+    MockLlm(MockLlmArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    #[arg(long, default_value = "0.0.0.0")]
+    pub host: String,
+    #[arg(long, default_value_t = 8588)]
+    pub port: u16,
+    /// Conversation viewer port; 0 turns the viewer off.
+    #[arg(long, default_value_t = 8590)]
+    pub viewer_port: u16,
+    /// Produce the whole answer first, then stream it as one event (debugging).
+    #[arg(long)]
+    pub fake_stream: bool,
+    /// What names a DashScope thread: the session id, or the app id (memory survives reconnects).
+    #[arg(long, value_enum, default_value_t = MemoryScope::Session)]
+    pub memory_scope: MemoryScope,
+    /// A new turn on a thread whose previous turn still runs: interrupt it (barge-in) or wait.
+    #[arg(long, value_enum, default_value_t = BusyPolicy::Interrupt)]
+    pub on_busy: BusyPolicy,
+    /// At most this many stored messages of a thread are sent to the model.
+    #[arg(long, default_value_t = 40)]
+    pub history_max_messages: usize,
+    /// Seconds of silence on a stream before a `:` keep-alive comment is sent.
+    #[arg(long, default_value_t = 5)]
+    pub keepalive_secs: u64,
+    /// Largest request body accepted, in bytes (larger gets 413).
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Turn API-key checks off. Only for closed networks: anyone who can reach the port can
+    /// use the upstream key.
+    #[arg(long)]
+    pub no_auth: bool,
+    /// Upstream connect timeout, seconds.
+    #[arg(long, default_value_t = 5)]
+    pub llm_connect_timeout_secs: u64,
+    /// Upstream read timeout (longest silence between bytes), seconds.
+    #[arg(long, default_value_t = 60)]
+    pub llm_read_timeout_secs: u64,
+    /// Attempts per upstream call when it fails before the first token (connect error, 429, 5xx).
+    #[arg(long, default_value_t = 3)]
+    pub llm_attempts: u32,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct MockLlmArgs {
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// 0 picks a free port; the chosen one is printed.
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Delay before the first byte of every answer, milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: u64,
+    /// Delay between streamed chunks, milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub chunk_delay_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MemoryScope {
+    Session,
+    App,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BusyPolicy {
+    Interrupt,
+    Wait,
+}

@@ -1,0 +1,182 @@
+//! The one configuration struct, built from the command line, the environment and `.env`.
+//!
+//! Everything the server needs to know is resolved and validated here, before anything
+//! starts, so that a bad setting stops the start with a one-line reason instead of failing
+//! on the first request. Secrets are wrapped in [`Secret`] so they cannot reach a log line by
+//! way of `Debug`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::{BusyPolicy, GlobalArgs, MemoryScope, ServeArgs};
+
+/// DashScope's OpenAI-compatible endpoint: the original system's default upstream.
+pub const DEFAULT_BASE_URL: &str = "https://dashscope.aliyuncs.com/compatible-mode/v1";
+
+/// A value that must never be printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Settings of the upstream OpenAI-compatible model server.
+#[derive(Debug, Clone)]
+pub struct LlmConfig {
+    /// Base URL ending before `/chat/completions`.
+    pub base_url: String,
+    pub api_key: Option<Secret>,
+    pub model: String,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub api_addr: SocketAddr,
+    pub viewer_addr: Option<SocketAddr>,
+    pub fake_stream: bool,
+    pub memory_scope: MemoryScope,
+    pub on_busy: BusyPolicy,
+    pub history_max_messages: usize,
+    pub keepalive: Duration,
+    pub max_body_bytes: usize,
+    /// `FAST_AUTH_KEYS` as given; empty means "use or generate the data-dir key".
+    pub auth_keys: Vec<Secret>,
+    pub no_auth: bool,
+}
+
+/// The whole configuration of one process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub config_dir: PathBuf,
+    pub llm: LlmConfig,
+}
+
+/// A configuration problem, reported as one line before exiting non-zero.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Global settings shared by every subcommand.
+    pub fn from_global(global: &GlobalArgs) -> Result<Config, ConfigError> {
+        let base_url = global
+            .base_url
+            .clone()
+            .or_else(|| env_nonempty("ALI_BASE_URL"))
+            .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+        let base_url = base_url.trim_end_matches('/').to_string();
+        let parsed = reqwest::Url::parse(&base_url)
+            .map_err(|e| ConfigError(format!("upstream base URL {base_url:?} is not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(ConfigError(format!(
+                "upstream base URL {base_url:?} must start with http:// or https://"
+            )));
+        }
+        if global.llm_name.trim().is_empty() {
+            return Err(ConfigError("--llm-name must not be empty".into()));
+        }
+        Ok(Config {
+            data_dir: global.data_dir.clone(),
+            config_dir: global.config_dir.clone(),
+            llm: LlmConfig {
+                base_url,
+                api_key: env_nonempty("ALI_API_KEY").map(Secret::new),
+                model: global.llm_name.clone(),
+                connect_timeout: Duration::from_secs(5),
+                read_timeout: Duration::from_secs(60),
+                attempts: 3,
+            },
+        })
+    }
+
+    /// Adds the `serve` settings, checking what only a server needs.
+    pub fn for_serve(mut self, args: &ServeArgs) -> Result<(Config, ServeConfig), ConfigError> {
+        if self.llm.api_key.is_none() && self.llm.base_url == DEFAULT_BASE_URL {
+            return Err(ConfigError(
+                "ALI_API_KEY is not set (environment or .env); DashScope needs it. \
+                 Set it, or point --base-url at a local model server"
+                    .into(),
+            ));
+        }
+        if args.llm_attempts == 0 {
+            return Err(ConfigError("--llm-attempts must be at least 1".into()));
+        }
+        if args.history_max_messages == 0 {
+            return Err(ConfigError("--history-max-messages must be at least 1".into()));
+        }
+        if args.keepalive_secs == 0 {
+            return Err(ConfigError("--keepalive-secs must be at least 1".into()));
+        }
+        self.llm.connect_timeout = Duration::from_secs(args.llm_connect_timeout_secs.max(1));
+        self.llm.read_timeout = Duration::from_secs(args.llm_read_timeout_secs.max(1));
+        self.llm.attempts = args.llm_attempts;
+
+        let api_addr = socket_addr(&args.host, args.port)?;
+        let viewer_addr = match args.viewer_port {
+            0 => None,
+            port if port == args.port => {
+                return Err(ConfigError(format!(
+                    "--viewer-port {port} is the API port too; pick another or 0 to turn it off"
+                )));
+            }
+            port => Some(socket_addr(&args.host, port)?),
+        };
+        let auth_keys = env_nonempty("FAST_AUTH_KEYS")
+            .map(|keys| {
+                keys.split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(Secret::new)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let serve = ServeConfig {
+            api_addr,
+            viewer_addr,
+            fake_stream: args.fake_stream,
+            memory_scope: args.memory_scope,
+            on_busy: args.on_busy,
+            history_max_messages: args.history_max_messages,
+            keepalive: Duration::from_secs(args.keepalive_secs),
+            max_body_bytes: args.max_body_bytes,
+            auth_keys,
+            no_auth: args.no_auth,
+        };
+        Ok((self, serve))
+    }
+
+    /// The SQLite file inside the data directory.
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.data_dir.join("lang-agent.sqlite3")
+    }
+}
+
+fn socket_addr(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = host
+        .parse()
+        .map_err(|_| ConfigError(format!("--host {host:?} is not an IP address")))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}

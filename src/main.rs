@@ -1,0 +1,47 @@
+//! `lang-agent`: the brain of Xiaozhi voice assistants on a small LAN box.
+//!
+//! The entry point loads `.env`, parses the command line, sets up logging and hands over to
+//! the subcommand. A subcommand error is printed as one line and exits non-zero.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use lang_agent::cli::{Cli, Command};
+use lang_agent::config::Config;
+
+fn main() -> ExitCode {
+    // A missing .env is normal; a broken one is reported by the settings it fails to give.
+    let _ = dotenvy::dotenv();
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    let config = match Config::from_global(&cli.global) {
+        Ok(config) => config,
+        Err(e) => return fail(e),
+    };
+    let result: Result<(), String> = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(_args) => Err(format!("serve: not built yet ({:?})", config.data_dir)),
+            Command::MockLlm(_args) => Err("mock-llm: not built yet".into()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn fail(reason: impl std::fmt::Display) -> ExitCode {
+    eprintln!("lang-agent: {reason}");
+    ExitCode::FAILURE
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("LANG_AGENT_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,hyper=warn,reqwest=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}

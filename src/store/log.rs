@@ -1,0 +1,361 @@
+//! The conversation log, which is also each thread's memory.
+//!
+//! One row per message, numbered 1, 2, 3 … within a conversation. The log keeps everything;
+//! "memory" is the subset still `in_context`, the rows the model is shown. Forgetting (a
+//! `DELETE /v1/memory`, or a device moving to a new conversation) only clears that flag, so
+//! the viewer and export still see what was said. There is no system kind: system prompts are
+//! never logged.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Store, StoreError, StoreEvent, now_timestamp};
+
+/// The documented `message_type` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    Human,
+    Ai,
+    Tool,
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Human => "human",
+            MessageKind::Ai => "ai",
+            MessageKind::Tool => "tool",
+        }
+    }
+
+    fn parse(s: &str) -> Option<MessageKind> {
+        match s {
+            "human" => Some(MessageKind::Human),
+            "ai" => Some(MessageKind::Ai),
+            "tool" => Some(MessageKind::Tool),
+            _ => None,
+        }
+    }
+}
+
+/// A message about to be logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub kind: MessageKind,
+    pub content: String,
+    /// JSON array of tool calls, on an ai message that called tools.
+    pub tool_calls: Option<String>,
+    pub tool_call_id: Option<String>,
+    pub tool_name: Option<String>,
+    pub interrupted: bool,
+}
+
+impl NewMessage {
+    pub fn new(kind: MessageKind, content: impl Into<String>) -> Self {
+        NewMessage {
+            kind,
+            content: content.into(),
+            tool_calls: None,
+            tool_call_id: None,
+            tool_name: None,
+            interrupted: false,
+        }
+    }
+}
+
+/// A logged message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub id: i64,
+    pub conversation_id: String,
+    pub sequence_number: i64,
+    pub created_at: String,
+    pub message: NewMessage,
+}
+
+impl Store {
+    /// Appends `messages` to a conversation in one transaction, creating the conversation on
+    /// its first message, and returns their sequence numbers.
+    pub async fn append(
+        &self,
+        conversation_id: &str,
+        device_id: Option<&str>,
+        turn_id: Option<i64>,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<i64>, StoreError> {
+        let conversation = conversation_id.to_string();
+        let device = device_id.map(str::to_string);
+        let (created, seqs) = self
+            .run(move |conn| {
+                let tx = conn.transaction()?;
+                let now = now_timestamp();
+                let created = ensure_conversation(&tx, &conversation, device.as_deref(), &now)?;
+                let mut next: i64 = tx.query_row(
+                    "SELECT message_count FROM conversations WHERE conversation_id = ?1",
+                    [&conversation],
+                    |r| r.get(0),
+                )?;
+                let mut seqs = Vec::with_capacity(messages.len());
+                {
+                    let mut insert = tx.prepare_cached(
+                        "INSERT INTO messages (conversation_id, message_type, content,
+                             sequence_number, created_at, tool_calls, tool_call_id, tool_name,
+                             interrupted, turn_id)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    )?;
+                    for m in &messages {
+                        next += 1;
+                        insert.execute(params![
+                            conversation,
+                            m.kind.as_str(),
+                            m.content,
+                            next,
+                            now,
+                            m.tool_calls,
+                            m.tool_call_id,
+                            m.tool_name,
+                            m.interrupted,
+                            turn_id,
+                        ])?;
+                        seqs.push(next);
+                    }
+                }
+                tx.execute(
+                    "UPDATE conversations SET message_count = ?2, updated_at = ?3
+                     WHERE conversation_id = ?1",
+                    params![conversation, next, now],
+                )?;
+                tx.commit()?;
+                Ok((created, seqs))
+            })
+            .await?;
+        let id = conversation_id.to_string();
+        self.announce(if created {
+            StoreEvent::ConversationNew(id)
+        } else {
+            StoreEvent::ConversationUpdated(id)
+        });
+        Ok(seqs)
+    }
+
+    /// The newest `limit` messages still in the model's context, oldest first.
+    pub async fn memory(
+        &self,
+        conversation_id: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let conversation = conversation_id.to_string();
+        self.run(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, conversation_id, sequence_number, created_at, message_type, content,
+                        tool_calls, tool_call_id, tool_name, interrupted
+                 FROM messages
+                 WHERE conversation_id = ?1 AND in_context = 1
+                 ORDER BY sequence_number DESC LIMIT ?2",
+            )?;
+            let mut rows: Vec<StoredMessage> = stmt
+                .query_map(params![conversation, limit as i64], row_to_message)?
+                .collect::<Result<_, _>>()?;
+            rows.reverse();
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Every message of a conversation, in order (viewer, export, tests).
+    pub async fn conversation(&self, conversation_id: &str) -> Result<Vec<StoredMessage>, StoreError> {
+        let conversation = conversation_id.to_string();
+        self.run(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, conversation_id, sequence_number, created_at, message_type, content,
+                        tool_calls, tool_call_id, tool_name, interrupted
+                 FROM messages WHERE conversation_id = ?1 ORDER BY sequence_number",
+            )?;
+            let rows = stmt
+                .query_map([conversation], row_to_message)?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Drops one conversation (or, with `None`, every conversation) from the model's memory.
+    /// The log keeps the messages. Returns how many messages left the context.
+    pub async fn forget(&self, conversation_id: Option<&str>) -> Result<usize, StoreError> {
+        let conversation = conversation_id.map(str::to_string);
+        self.run(move |conn| {
+            let n = match conversation {
+                Some(c) => conn.execute(
+                    "UPDATE messages SET in_context = 0 WHERE conversation_id = ?1 AND in_context = 1",
+                    [c],
+                )?,
+                None => conn.execute("UPDATE messages SET in_context = 0 WHERE in_context = 1", [])?,
+            };
+            Ok(n)
+        })
+        .await
+    }
+
+    /// Records that `device_id` is now talking in `conversation_id`. When that is a different
+    /// conversation from the device's previous one, the previous one leaves the model's memory
+    /// (its log stays); returns its id in that case.
+    pub async fn enter_conversation(
+        &self,
+        device_id: &str,
+        conversation_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let device = device_id.to_string();
+        let conversation = conversation_id.to_string();
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            let previous: Option<String> = tx
+                .query_row(
+                    "SELECT conversation_id FROM devices WHERE device_id = ?1",
+                    [&device],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if previous.as_deref() == Some(conversation.as_str()) {
+                return Ok(None);
+            }
+            tx.execute(
+                "INSERT INTO devices (device_id, conversation_id, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (device_id) DO UPDATE SET conversation_id = ?2, updated_at = ?3",
+                params![device, conversation, now_timestamp()],
+            )?;
+            if let Some(prev) = &previous {
+                tx.execute(
+                    "UPDATE messages SET in_context = 0 WHERE conversation_id = ?1 AND in_context = 1",
+                    [prev],
+                )?;
+            }
+            tx.commit()?;
+            Ok(previous)
+        })
+        .await
+    }
+}
+
+/// Creates the conversation row if missing; returns whether it was created.
+pub(super) fn ensure_conversation(
+    tx: &rusqlite::Transaction<'_>,
+    conversation_id: &str,
+    device_id: Option<&str>,
+    now: &str,
+) -> Result<bool, StoreError> {
+    let inserted = tx.execute(
+        "INSERT INTO conversations (conversation_id, device_id, message_count, created_at, updated_at)
+         VALUES (?1, ?2, 0, ?3, ?3) ON CONFLICT (conversation_id) DO NOTHING",
+        params![conversation_id, device_id, now],
+    )?;
+    Ok(inserted == 1)
+}
+
+fn row_to_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    let kind: String = row.get(4)?;
+    let kind = MessageKind::parse(&kind).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            4,
+            rusqlite::types::Type::Text,
+            format!("unknown message_type {kind:?}").into(),
+        )
+    })?;
+    Ok(StoredMessage {
+        id: row.get(0)?,
+        conversation_id: row.get(1)?,
+        sequence_number: row.get(2)?,
+        created_at: row.get(3)?,
+        message: NewMessage {
+            kind,
+            content: row.get(5)?,
+            tool_calls: row.get(6)?,
+            tool_call_id: row.get(7)?,
+            tool_name: row.get(8)?,
+            interrupted: row.get(9)?,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::open_temp;
+
+    #[tokio::test]
+    async fn sequence_numbers_count_from_one_per_conversation() {
+        let (_dir, store) = open_temp();
+        let a = store
+            .append("a", None, None, vec![NewMessage::new(MessageKind::Human, "hi")])
+            .await
+            .unwrap();
+        let b = store
+            .append("b", None, None, vec![NewMessage::new(MessageKind::Human, "yo")])
+            .await
+            .unwrap();
+        let a2 = store
+            .append(
+                "a",
+                None,
+                None,
+                vec![
+                    NewMessage::new(MessageKind::Ai, "hello"),
+                    NewMessage::new(MessageKind::Human, "again"),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!((a, b, a2), (vec![1], vec![1], vec![2, 3]));
+        let log = store.conversation("a").await.unwrap();
+        let texts: Vec<_> = log.iter().map(|m| m.message.content.as_str()).collect();
+        assert_eq!(texts, ["hi", "hello", "again"]);
+    }
+
+    #[tokio::test]
+    async fn memory_is_bounded_and_forgetting_keeps_the_log() {
+        let (_dir, store) = open_temp();
+        for i in 0..5 {
+            store
+                .append("c", None, None, vec![NewMessage::new(MessageKind::Human, format!("m{i}"))])
+                .await
+                .unwrap();
+        }
+        let mem = store.memory("c", 2).await.unwrap();
+        let texts: Vec<_> = mem.iter().map(|m| m.message.content.as_str()).collect();
+        assert_eq!(texts, ["m3", "m4"]);
+        assert_eq!(store.forget(Some("c")).await.unwrap(), 5);
+        assert!(store.memory("c", 10).await.unwrap().is_empty());
+        assert_eq!(store.conversation("c").await.unwrap().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_device_moving_on_drops_its_previous_conversation_from_memory() {
+        let (_dir, store) = open_temp();
+        assert_eq!(store.enter_conversation("dev", "c1").await.unwrap(), None);
+        store
+            .append("c1", Some("dev"), None, vec![NewMessage::new(MessageKind::Human, "x")])
+            .await
+            .unwrap();
+        assert_eq!(store.enter_conversation("dev", "c1").await.unwrap(), None);
+        assert_eq!(
+            store.enter_conversation("dev", "c2").await.unwrap().as_deref(),
+            Some("c1")
+        );
+        assert!(store.memory("c1", 10).await.unwrap().is_empty());
+        assert_eq!(store.conversation("c1").await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn appends_are_announced() {
+        let (_dir, store) = open_temp();
+        let mut events = store.subscribe();
+        store
+            .append("n", None, None, vec![NewMessage::new(MessageKind::Human, "1")])
+            .await
+            .unwrap();
+        store
+            .append("n", None, None, vec![NewMessage::new(MessageKind::Ai, "2")])
+            .await
+            .unwrap();
+        assert_eq!(events.recv().await.unwrap(), StoreEvent::ConversationNew("n".into()));
+        assert_eq!(events.recv().await.unwrap(), StoreEvent::ConversationUpdated("n".into()));
+    }
+}

@@ -1,0 +1,135 @@
+//! The SQLite store: conversation log, thread memory and per-turn metrics in one file.
+//!
+//! SQLite is the default store because a box must work with no set-up: [`Store::open`] creates
+//! the data directory and the database on first start and brings the schema up to date. All
+//! database work runs on tokio's blocking pool ([`Store::run`]) so a slow disk never stalls the
+//! async runtime. Every change to the log is also announced on a broadcast channel
+//! ([`StoreEvent`]) so the viewer can push live updates without polling the database.
+
+mod log;
+mod schema;
+mod turns;
+
+use std::path::Path;
+use std::time::Duration;
+
+use r2d2::Pool;
+use r2d2_sqlite::SqliteConnectionManager;
+use tokio::sync::broadcast;
+
+pub use log::{MessageKind, NewMessage, StoredMessage};
+pub use turns::{TurnOutcome, TurnStatus};
+
+/// What went wrong talking to the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database pool: {0}")]
+    Pool(#[from] r2d2::Error),
+    #[error("database schema migration: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("database task failed: {0}")]
+    Task(String),
+}
+
+/// A change to the conversation log, named as the viewer's SSE events are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    ConversationNew(String),
+    ConversationUpdated(String),
+    ConversationDeleted(String),
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool<SqliteConnectionManager>,
+    events: broadcast::Sender<StoreEvent>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and migrates it to the newest schema.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let manager = SqliteConnectionManager::file(path).with_init(|conn| {
+            // WAL lets the viewer and `export` read while the server writes; NORMAL sync is
+            // durable across process crashes, which is what a box meets.
+            conn.execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = NORMAL;
+                 PRAGMA foreign_keys = ON;
+                 PRAGMA busy_timeout = 5000;",
+            )
+        });
+        let pool = Pool::builder()
+            .max_size(8)
+            .connection_timeout(Duration::from_secs(10))
+            .build(manager)?;
+        {
+            let mut conn = pool.get()?;
+            schema::migrations().to_latest(&mut conn)?;
+        }
+        let (events, _) = broadcast::channel(1024);
+        Ok(Store { pool, events })
+    }
+
+    /// Runs `work` with a pooled connection on the blocking thread pool.
+    pub async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get()?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Live changes to the log.
+    pub fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        self.events.subscribe()
+    }
+
+    fn announce(&self, event: StoreEvent) {
+        // No subscriber is the normal case when nobody has the viewer open.
+        let _ = self.events.send(event);
+    }
+
+    /// Checks that the database answers (for `/health`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Now, as stored: RFC 3339 UTC with milliseconds, which sorts as text and which PostgreSQL
+/// reads into `TIMESTAMPTZ` as is.
+pub fn now_timestamp() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+#[cfg(test)]
+pub(crate) fn open_temp() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(&dir.path().join("t.sqlite3")).expect("open store");
+    (dir, store)
+}

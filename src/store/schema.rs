@@ -1,0 +1,81 @@
+//! The SQLite schema, as an ordered list of migrations (`rusqlite_migration`, tracked in
+//! `PRAGMA user_version`).
+//!
+//! `messages` holds the documented columns of the conversation log
+//! (`id, conversation_id, message_type, content, sequence_number, created_at`) so that export
+//! and the viewer read it as the original PostgreSQL table, plus what the model needs to
+//! rebuild a thread's history (tool calls, tool call ids) and what the box knows beyond the
+//! documented shape (interrupted answers, whether a row is still in the model's context).
+//! Rows are written once and never updated except `in_context`, which is why export can copy
+//! by `id` watermark.
+//!
+//! Migrations are append-only: never edit a released one, add the next.
+
+use rusqlite_migration::{M, Migrations};
+
+const V1: &str = r#"
+CREATE TABLE conversations (
+    conversation_id TEXT PRIMARY KEY,
+    device_id       TEXT,
+    -- the highest sequence_number used, so the next message takes message_count + 1
+    message_count   INTEGER NOT NULL DEFAULT 0,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL
+);
+CREATE INDEX idx_conversations_updated ON conversations (updated_at DESC);
+CREATE INDEX idx_conversations_device ON conversations (device_id, updated_at DESC);
+
+CREATE TABLE messages (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation_id TEXT NOT NULL REFERENCES conversations (conversation_id) ON DELETE CASCADE,
+    message_type    TEXT NOT NULL CHECK (message_type IN ('human', 'ai', 'tool')),
+    content         TEXT NOT NULL,
+    sequence_number INTEGER NOT NULL CHECK (sequence_number >= 0),
+    created_at      TEXT NOT NULL,
+    -- beyond the documented columns:
+    tool_calls      TEXT,     -- JSON array of OpenAI-style tool calls on an ai row
+    tool_call_id    TEXT,     -- on a tool row: which call it answers
+    tool_name       TEXT,     -- on a tool row: the tool that produced it
+    interrupted     INTEGER NOT NULL DEFAULT 0,  -- an ai row cut short (barge-in, failure)
+    in_context      INTEGER NOT NULL DEFAULT 1,  -- 0 once dropped from the model's memory
+    turn_id         INTEGER REFERENCES turns (id) ON DELETE SET NULL
+);
+CREATE UNIQUE INDEX idx_messages_conversation ON messages (conversation_id, sequence_number);
+
+CREATE TABLE turns (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation_id TEXT NOT NULL REFERENCES conversations (conversation_id) ON DELETE CASCADE,
+    model           TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('running', 'done', 'interrupted', 'failed')),
+    error           TEXT,
+    input_tokens    INTEGER,
+    output_tokens   INTEGER,
+    ttft_ms         INTEGER,
+    total_ms        INTEGER,
+    started_at      TEXT NOT NULL,
+    finished_at     TEXT
+);
+CREATE INDEX idx_turns_conversation ON turns (conversation_id);
+
+-- Which conversation each device is in now; a new one drops the previous from memory.
+CREATE TABLE devices (
+    device_id       TEXT PRIMARY KEY,
+    conversation_id TEXT NOT NULL,
+    updated_at      TEXT NOT NULL
+);
+"#;
+
+/// All migrations, oldest first.
+pub fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(V1)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_valid() {
+        assert!(migrations().validate().is_ok());
+    }
+}

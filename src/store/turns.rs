@@ -1,0 +1,129 @@
+//! Per-turn metrics: which model answered, token usage, time to first token, total time and
+//! how the turn ended. A turn row is opened before the model is called, so a crash leaves a
+//! `running` row behind rather than nothing.
+
+use rusqlite::params;
+
+use super::log::ensure_conversation;
+use super::{Store, StoreError, StoreEvent, now_timestamp};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnStatus {
+    Done,
+    Interrupted,
+    Failed,
+}
+
+impl TurnStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            TurnStatus::Done => "done",
+            TurnStatus::Interrupted => "interrupted",
+            TurnStatus::Failed => "failed",
+        }
+    }
+}
+
+/// How a turn ended, recorded by [`Store::finish_turn`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnOutcome {
+    pub status: TurnStatus,
+    pub error: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub ttft_ms: Option<u64>,
+    pub total_ms: u64,
+}
+
+impl Store {
+    /// Opens a turn on `conversation_id` (creating the conversation if new); returns its id.
+    pub async fn begin_turn(
+        &self,
+        conversation_id: &str,
+        device_id: Option<&str>,
+        model: &str,
+    ) -> Result<i64, StoreError> {
+        let conversation = conversation_id.to_string();
+        let device = device_id.map(str::to_string);
+        let model = model.to_string();
+        let (created, id) = self
+            .run(move |conn| {
+                let tx = conn.transaction()?;
+                let now = now_timestamp();
+                let created = ensure_conversation(&tx, &conversation, device.as_deref(), &now)?;
+                tx.execute(
+                    "INSERT INTO turns (conversation_id, model, status, started_at)
+                     VALUES (?1, ?2, 'running', ?3)",
+                    params![conversation, model, now],
+                )?;
+                let id = tx.last_insert_rowid();
+                tx.commit()?;
+                Ok((created, id))
+            })
+            .await?;
+        if created {
+            self.announce(StoreEvent::ConversationNew(conversation_id.to_string()));
+        }
+        Ok(id)
+    }
+
+    /// Closes a turn with its outcome and metrics.
+    pub async fn finish_turn(&self, turn_id: i64, outcome: TurnOutcome) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            conn.execute(
+                "UPDATE turns SET status = ?2, error = ?3, input_tokens = ?4, output_tokens = ?5,
+                        ttft_ms = ?6, total_ms = ?7, finished_at = ?8
+                 WHERE id = ?1",
+                params![
+                    turn_id,
+                    outcome.status.as_str(),
+                    outcome.error,
+                    outcome.input_tokens as i64,
+                    outcome.output_tokens as i64,
+                    outcome.ttft_ms.map(|v| v as i64),
+                    outcome.total_ms as i64,
+                    now_timestamp(),
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::open_temp;
+
+    #[tokio::test]
+    async fn a_turn_records_its_outcome() {
+        let (_dir, store) = open_temp();
+        let id = store.begin_turn("c", None, "qwen-plus").await.unwrap();
+        store
+            .finish_turn(
+                id,
+                TurnOutcome {
+                    status: TurnStatus::Interrupted,
+                    error: None,
+                    input_tokens: 12,
+                    output_tokens: 3,
+                    ttft_ms: Some(40),
+                    total_ms: 90,
+                },
+            )
+            .await
+            .unwrap();
+        let row: (String, String, i64, i64, i64) = store
+            .run(move |conn| {
+                Ok(conn.query_row(
+                    "SELECT model, status, input_tokens, ttft_ms, total_ms FROM turns WHERE id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(row, ("qwen-plus".into(), "interrupted".into(), 12, 40, 90));
+    }
+}
