@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "lang-agent", version, about = "Voice-assistant brain for Xiaozhi boxes")]
+#[command(
+    name = "lang-agent",
+    version,
+    about = "Voice-assistant brain for Xiaozhi boxes"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

@@ -83,8 +83,9 @@ impl Config {
             .or_else(|| env_nonempty("ALI_BASE_URL"))
             .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
         let base_url = base_url.trim_end_matches('/').to_string();
-        let parsed = reqwest::Url::parse(&base_url)
-            .map_err(|e| ConfigError(format!("upstream base URL {base_url:?} is not a URL: {e}")))?;
+        let parsed = reqwest::Url::parse(&base_url).map_err(|e| {
+            ConfigError(format!("upstream base URL {base_url:?} is not a URL: {e}"))
+        })?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(ConfigError(format!(
                 "upstream base URL {base_url:?} must start with http:// or https://"
@@ -120,7 +121,9 @@ impl Config {
             return Err(ConfigError("--llm-attempts must be at least 1".into()));
         }
         if args.history_max_messages == 0 {
-            return Err(ConfigError("--history-max-messages must be at least 1".into()));
+            return Err(ConfigError(
+                "--history-max-messages must be at least 1".into(),
+            ));
         }
         if args.keepalive_secs == 0 {
             return Err(ConfigError("--keepalive-secs must be at least 1".into()));

@@ -24,8 +24,11 @@ fn main() -> ExitCode {
     };
     let result: Result<(), String> = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(_args) => Err(format!("serve: not built yet ({:?})", config.data_dir)),
-            Command::MockLlm(_args) => Err("mock-llm: not built yet".into()),
+            Command::Serve(args) => {
+                let (config, serve) = config.for_serve(&args).map_err(|e| e.to_string())?;
+                lang_agent::server::serve(config, serve).await
+            }
+            Command::MockLlm(args) => lang_agent::mock_llm::run(args).await,
         }
     });
     match result {
@@ -43,5 +46,8 @@ fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("LANG_AGENT_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,hyper=warn,reqwest=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }

@@ -1,0 +1,73 @@
+//! The agent: what answers a turn, and the runner that gives each turn its memory.
+//!
+//! An [`Agent`] gets the conversation so far and emits [`AgentEvent`]s: answer text as soon as
+//! it exists (for the client) and complete messages (for memory and the log). It knows nothing
+//! of HTTP or SQLite; the [`turns`] runner does the rest: per-thread ordering, storing the user
+//! turn before the model is called, keeping interrupted answers. New graphs (a router, a tool
+//! loop) are new `Agent` implementations and plug in without touching `api/`.
+
+pub mod chat;
+mod memory;
+pub mod prompts;
+pub mod turns;
+
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+
+use crate::llm::{ChatMessage, LlmError, Usage};
+
+/// What the agent is given for one turn.
+#[derive(Debug, Clone)]
+pub struct TurnInput {
+    pub thread_id: String,
+    /// The device the turn comes from, when the session id names one.
+    pub device_id: Option<String>,
+    /// The conversation the model should see, oldest first, ending with the new user turn.
+    /// Never holds system messages.
+    pub history: Vec<ChatMessage>,
+    /// System instructions the client carried on a stateless call (Xiaozhi's intent and memory
+    /// helpers send whole prompts). When present they replace the agent's own chat prompt.
+    pub instructions: Option<String>,
+}
+
+/// What an agent emits while it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentEvent {
+    /// Answer text for the client, in order.
+    Text(String),
+    /// A complete message for memory and the log: the final answer, an AI message that called
+    /// tools, a tool result. Text already emitted belongs to the next `Message` of role
+    /// assistant.
+    Message(ChatMessage),
+}
+
+/// Where an agent sends its events. Sending never blocks; a closed sink (the turn was
+/// interrupted) drops events, and the agent's future is dropped soon after.
+#[derive(Clone)]
+pub struct AgentSink(mpsc::UnboundedSender<AgentEvent>);
+
+impl AgentSink {
+    pub fn channel() -> (AgentSink, mpsc::UnboundedReceiver<AgentEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (AgentSink(tx), rx)
+    }
+    pub fn text(&self, piece: &str) {
+        let _ = self.0.send(AgentEvent::Text(piece.to_string()));
+    }
+    pub fn message(&self, message: ChatMessage) {
+        let _ = self.0.send(AgentEvent::Message(message));
+    }
+}
+
+/// A turn answerer.
+pub trait Agent: Send + Sync + 'static {
+    /// Answers one turn, emitting into `sink`; returns the tokens used by all model calls.
+    fn answer<'a>(
+        &'a self,
+        input: &'a TurnInput,
+        sink: AgentSink,
+    ) -> BoxFuture<'a, Result<Usage, LlmError>>;
+
+    /// The model named in logs and usage reports.
+    fn model_name(&self) -> &str;
+}

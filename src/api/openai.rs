@@ -1,0 +1,145 @@
+//! The OpenAI-compatible API: chat completions, models, and memory management.
+//!
+//! Memory follows the original server's extension: a `thread_id` in the body (what the
+//! Python SDK's `extra_body` sends) means the server remembers the thread and only the newest
+//! user message is taken; without one the request is stateless, the client's messages are the
+//! history, as every OpenAI client expects (the turn is still logged, as a new conversation
+//! whose id comes back as `thread_id`).
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use super::body::parse_json;
+use super::dialogue::{Dialogue, WireMessage, check_thread_id, device_of};
+use super::error::{ApiError, ErrorKind};
+use super::openai_sse::{OpenAiChunks, usage_json};
+use super::stream;
+use crate::agent::turns::ThreadChoice;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(models))
+        .route("/v1/memory", delete(forget_all))
+        .route("/v1/memory/{thread_id}", delete(forget_thread))
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatCompletionRequest {
+    #[serde(default)]
+    model: Option<String>,
+    messages: Vec<WireMessage>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    thread_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+async fn chat_completions(
+    State(app): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match run(app, body).await {
+        Ok(response) => response,
+        Err(error) => error.into_openai(),
+    }
+}
+
+async fn run(app: AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let request: ChatCompletionRequest = parse_json(body)?;
+    let dialogue = Dialogue::from_wire(request.messages)?;
+    if let Some(id) = &request.thread_id {
+        check_thread_id(id, "thread_id")?;
+    }
+    let device = request
+        .thread_id
+        .as_deref()
+        .and_then(device_of)
+        .map(str::to_string);
+    let thread = match request.thread_id {
+        Some(id) => ThreadChoice::Remember(id),
+        None => ThreadChoice::Start,
+    };
+    let turn = app.turns.start(dialogue.into_turn(thread, device)?);
+    // Clients name whatever model they like; they get their name back.
+    let model = request
+        .model
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| app.turns.model_name().to_string());
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let created = chrono::Utc::now().timestamp();
+
+    if request.stream.unwrap_or(false) {
+        let include_usage = request
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
+        let chunks = OpenAiChunks::new(id, created, model, include_usage);
+        return Ok(
+            stream::respond(turn, chunks, app.settings.keepalive, ApiError::into_openai).await,
+        );
+    }
+    let thread_id = turn.thread_id.clone();
+    let (text, summary) = turn.collect().await.map_err(|e| ApiError::from(&e))?;
+    Ok(Json(json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": "stop",
+        }],
+        "usage": usage_json(&summary.usage),
+        "thread_id": thread_id,
+    }))
+    .into_response())
+}
+
+async fn models(State(app): State<AppState>) -> Response {
+    Json(json!({
+        "object": "list",
+        "data": [{
+            "id": app.turns.model_name(),
+            "object": "model",
+            "created": 0,
+            "owned_by": "lang-agent",
+        }],
+    }))
+    .into_response()
+}
+
+async fn forget_all(State(app): State<AppState>) -> Response {
+    forget(app, None).await
+}
+
+async fn forget_thread(State(app): State<AppState>, Path(thread_id): Path<String>) -> Response {
+    if let Err(e) = check_thread_id(&thread_id, "thread_id") {
+        return e.into_openai();
+    }
+    forget(app, Some(thread_id)).await
+}
+
+async fn forget(app: AppState, thread_id: Option<String>) -> Response {
+    match app.turns.store().forget(thread_id.as_deref()).await {
+        Ok(n) => Json(json!({"deleted": true, "thread_id": thread_id, "forgotten_messages": n}))
+            .into_response(),
+        Err(e) => ApiError::new(ErrorKind::Internal, e.to_string()).into_openai(),
+    }
+}

@@ -1,0 +1,120 @@
+//! Streaming a turn to a client as server-sent events.
+//!
+//! One driver serves both protocols; each protocol's [`FrameWriter`] decides what its frames
+//! look like. The driver:
+//! - waits for the turn's first event for up to one keep-alive interval before answering, so a
+//!   failure known early (model server down, 429) gets a real HTTP status in the protocol's
+//!   error shape; a failure after that is sent as the protocol's error frame;
+//! - sends a `:` comment whenever nothing else has flowed for a keep-alive interval (SSE
+//!   clients ignore comments; proxies and clients with read timeouts see a live connection);
+//! - owns the [`TurnHandle`], so a client that goes away drops it and stops the turn.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::header;
+use axum::response::Response;
+use futures::stream;
+
+use super::error::ApiError;
+use crate::agent::turns::{TurnEvent, TurnHandle, TurnSummary};
+
+/// The keep-alive frame: a comment line and the blank line that ends it.
+const KEEPALIVE: &[u8] = b": keep-alive\n\n";
+
+/// A protocol's SSE frames.
+pub trait FrameWriter: Send + 'static {
+    /// A frame for a new piece of answer text, or none if this protocol sends nothing for it.
+    fn text(&mut self, piece: &str) -> Option<Bytes>;
+    /// The closing frames of a finished answer.
+    fn finished(&mut self, summary: &TurnSummary) -> Bytes;
+    /// The frame reporting a failure after the stream began.
+    fn failed(&mut self, error: &ApiError) -> Bytes;
+}
+
+/// Answers a streaming request with the turn's events.
+pub async fn respond<W: FrameWriter>(
+    mut turn: TurnHandle,
+    writer: W,
+    keepalive: Duration,
+    early_error: impl FnOnce(ApiError) -> Response,
+) -> Response {
+    let first = match tokio::time::timeout(keepalive, turn.next()).await {
+        Ok(Some(TurnEvent::Failed(error))) => return early_error(ApiError::from(&error)),
+        Ok(event) => Pending::Event(event),
+        Err(_) => Pending::KeepAlive,
+    };
+    let state = Driver {
+        turn,
+        writer,
+        keepalive,
+        pending: Some(first),
+        done: false,
+    };
+    let frames = stream::unfold(state, |mut state| async move {
+        let frame = state.next_frame().await?;
+        Some((Ok::<Bytes, Infallible>(frame), state))
+    });
+    sse_response(Body::from_stream(frames))
+}
+
+/// An SSE response around `body`.
+pub fn sse_response(body: Body) -> Response {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header("x-accel-buffering", "no")
+        .body(body)
+        .expect("static headers are valid")
+}
+
+enum Pending {
+    Event(Option<TurnEvent>),
+    KeepAlive,
+}
+
+struct Driver<W> {
+    turn: TurnHandle,
+    writer: W,
+    keepalive: Duration,
+    pending: Option<Pending>,
+    done: bool,
+}
+
+impl<W: FrameWriter> Driver<W> {
+    async fn next_frame(&mut self) -> Option<Bytes> {
+        loop {
+            if self.done {
+                return None;
+            }
+            let pending = match self.pending.take() {
+                Some(pending) => pending,
+                None => match tokio::time::timeout(self.keepalive, self.turn.next()).await {
+                    Ok(event) => Pending::Event(event),
+                    Err(_) => Pending::KeepAlive,
+                },
+            };
+            match pending {
+                Pending::KeepAlive => return Some(Bytes::from_static(KEEPALIVE)),
+                Pending::Event(None) => {
+                    self.done = true;
+                    return None;
+                }
+                Pending::Event(Some(TurnEvent::Text(piece))) => {
+                    if let Some(frame) = self.writer.text(&piece) {
+                        return Some(frame);
+                    }
+                }
+                Pending::Event(Some(TurnEvent::Finished(summary))) => {
+                    self.done = true;
+                    return Some(self.writer.finished(&summary));
+                }
+                Pending::Event(Some(TurnEvent::Failed(error))) => {
+                    self.done = true;
+                    return Some(self.writer.failed(&ApiError::from(&error)));
+                }
+            }
+        }
+    }
+}

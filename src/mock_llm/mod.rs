@@ -1,0 +1,163 @@
+//! `lang-agent mock-llm`: a scripted OpenAI-compatible model server for tests and benchmarks.
+//!
+//! The real upstream cannot be reached from a test machine, so this stands in for it, and
+//! nothing else does. Its answers are deterministic so tests can compare text exactly: the
+//! reply to a request whose last user message is X, with user messages u1..un, is
+//! `You said: X. I remember: u1 | u2 | ... | un.` streamed in pieces of up to 8 characters.
+//! Directives inside X script failures (see [`script`]). Every request body is recorded and
+//! served back at `GET /mock/requests` so tests can check what the model was shown.
+
+mod script;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::cli::MockLlmArgs;
+use script::{Behaviour, Script};
+
+#[derive(Clone)]
+struct Mock {
+    delay: Duration,
+    chunk_delay: Duration,
+    requests: Arc<Mutex<Vec<Value>>>,
+    /// How many times each `fail_first` content has been seen.
+    failures: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+pub async fn run(args: MockLlmArgs) -> Result<(), String> {
+    let mock = Mock {
+        delay: Duration::from_millis(args.delay_ms),
+        chunk_delay: Duration::from_millis(args.chunk_delay_ms),
+        requests: Arc::default(),
+        failures: Arc::default(),
+    };
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("mock-llm listening on http://{addr}/v1");
+    axum::serve(listener, router(mock))
+        .await
+        .map_err(|e| format!("mock-llm stopped: {e}"))
+}
+
+fn router(mock: Mock) -> Router {
+    let completions = post(chat_completions);
+    Router::new()
+        .route("/v1/chat/completions", completions.clone())
+        .route("/chat/completions", completions.clone())
+        .route("/compatible-mode/v1/chat/completions", completions)
+        .route("/v1/models", get(models))
+        .route("/mock/requests", get(recorded).delete(clear_recorded))
+        .with_state(mock)
+}
+
+async fn models() -> Json<Value> {
+    Json(json!({"object": "list", "data": [{"id": "mock", "object": "model", "owned_by": "mock"}]}))
+}
+
+async fn recorded(State(mock): State<Mock>) -> Json<Value> {
+    Json(Value::Array(mock.requests.lock().unwrap().clone()))
+}
+
+async fn clear_recorded(State(mock): State<Mock>) -> StatusCode {
+    mock.requests.lock().unwrap().clear();
+    StatusCode::NO_CONTENT
+}
+
+async fn chat_completions(State(mock): State<Mock>, Json(body): Json<Value>) -> Response {
+    mock.requests.lock().unwrap().push(body.clone());
+    let script = Script::read(&body);
+    let delay = script.delay.unwrap_or(mock.delay);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let behaviour = match script.behaviour.clone() {
+        Behaviour::FailFirst(n) => {
+            let mut seen = mock.failures.lock().unwrap();
+            let count = seen.entry(script.last_user.clone()).or_insert(0);
+            *count += 1;
+            if *count <= n {
+                Behaviour::Status(500)
+            } else {
+                Behaviour::Answer
+            }
+        }
+        other => other,
+    };
+    if let Behaviour::Status(code) = behaviour {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = json!({"error": {"message": format!("mock-llm scripted status {code}"),
+                                     "type": "mock_error", "code": code}});
+        return (status, Json(body)).into_response();
+    }
+    let reply = script.reply();
+    let usage = json!({
+        "prompt_tokens": script.prompt_chars / 4 + 1,
+        "completion_tokens": reply.chars().count() / 4 + 1,
+        "total_tokens": script.prompt_chars / 4 + reply.chars().count() / 4 + 2,
+    });
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("mock")
+        .to_string();
+    if !body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
+        return Json(json!({
+            "id": "mock-1", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
+                         "finish_reason": "stop"}],
+            "usage": usage,
+        }))
+        .into_response();
+    }
+    stream_reply(&mock, reply, usage, model, behaviour == Behaviour::Cut)
+}
+
+fn stream_reply(mock: &Mock, reply: String, usage: Value, model: String, cut: bool) -> Response {
+    let pieces = script::pieces(&reply, 8);
+    let keep = if cut {
+        pieces.len().div_ceil(2)
+    } else {
+        pieces.len()
+    };
+    let chunk = move |delta: Value, finish: Value| {
+        let c = json!({"id": "mock-1", "object": "chat.completion.chunk", "created": 0,
+                       "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        Bytes::from(format!("data: {c}\n\n"))
+    };
+    let mut frames: Vec<Result<Bytes, std::io::Error>> = pieces[..keep]
+        .iter()
+        .map(|p| Ok(chunk(json!({"content": p}), Value::Null)))
+        .collect();
+    if cut {
+        // An error item makes hyper abort the connection mid-body, as a crashed upstream does.
+        frames.push(Err(std::io::Error::other("mock-llm scripted cut")));
+    } else {
+        frames.push(Ok(chunk(json!({}), json!("stop"))));
+        let c = json!({"id": "mock-1", "object": "chat.completion.chunk", "created": 0,
+                       "choices": [], "usage": usage});
+        frames.push(Ok(Bytes::from(format!("data: {c}\n\ndata: [DONE]\n\n"))));
+    }
+    let chunk_delay = mock.chunk_delay;
+    let body = futures::stream::iter(frames).then(move |frame| async move {
+        if !chunk_delay.is_zero() {
+            tokio::time::sleep(chunk_delay).await;
+        }
+        frame
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}

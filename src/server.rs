@@ -1,0 +1,160 @@
+//! `lang-agent serve`: opens the store, builds the agent, and serves the API until a signal.
+//!
+//! Start-up order matters for the operator: everything that can fail on bad configuration
+//! (store, keys, prompts, ports) is done before the "ready" line and systemd's READY=1, so a
+//! box that says it is up really is. SIGHUP re-reads the prompts; SIGTERM and Ctrl-C stop
+//! accepting connections and let running answers finish.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::agent::chat::ChatAgent;
+use crate::agent::prompts::Prompts;
+use crate::agent::turns::TurnRunner;
+use crate::api::auth::{ApiKeys, KeySource};
+use crate::api::{self, ApiSettings, AppState};
+use crate::config::{Config, ServeConfig};
+use crate::llm::LlmClient;
+use crate::store::Store;
+
+pub async fn serve(config: Config, serve: ServeConfig) -> Result<(), String> {
+    let db_path = config.sqlite_path();
+    let store = Store::open(&db_path)
+        .map_err(|e| format!("cannot open the store {}: {e}", db_path.display()))?;
+    let (keys, key_source) = ApiKeys::resolve(&serve.auth_keys, serve.no_auth, &config.data_dir)
+        .map_err(|e| {
+            format!(
+                "cannot set up API keys in {}: {e}",
+                config.data_dir.display()
+            )
+        })?;
+    let prompts =
+        Prompts::load(&config.config_dir).map_err(|e| format!("cannot read prompts: {e}"))?;
+    let llm = LlmClient::new(&config.llm).map_err(|e| e.to_string())?;
+    let agent = Arc::new(ChatAgent::new(
+        llm,
+        config.llm.model.clone(),
+        prompts.clone(),
+    ));
+    let turns = TurnRunner::new(
+        store.clone(),
+        agent,
+        serve.on_busy,
+        serve.history_max_messages,
+    );
+    let state = AppState {
+        turns,
+        keys: keys.clone(),
+        settings: Arc::new(ApiSettings {
+            memory_scope: serve.memory_scope,
+            fake_stream: serve.fake_stream,
+            keepalive: serve.keepalive,
+            max_body_bytes: serve.max_body_bytes,
+        }),
+    };
+    let listener = TcpListener::bind(serve.api_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", serve.api_addr))?;
+    let api_addr = listener.local_addr().map_err(|e| e.to_string())?;
+
+    announce_keys(&keys, &key_source, &config);
+    tracing::info!(
+        data = %db_path.display(),
+        model = %config.llm.model,
+        upstream = %redact_url(&config.llm.base_url),
+        api = %api_addr,
+        viewer = %serve.viewer_addr.map_or("off".to_string(), |a| a.to_string()),
+        "lang-agent ready"
+    );
+    // Not running under systemd is the normal case for a developer; nothing to report.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tokio::spawn(reload_prompts_on_sighup(prompts));
+
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("server stopped: {e}"))?;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!("lang-agent stopped");
+    Ok(())
+}
+
+fn announce_keys(keys: &ApiKeys, source: &KeySource, config: &Config) {
+    match source {
+        KeySource::Environment(n) => tracing::info!("API keys: {n} from FAST_AUTH_KEYS"),
+        KeySource::StoredFile => tracing::info!(
+            "API key: the one in {} (set FAST_AUTH_KEYS to use your own)",
+            config.data_dir.join("api_key").display()
+        ),
+        KeySource::Generated => {
+            // Printed once, on the terminal rather than the log, the only time it is shown.
+            if let Some(key) = keys.first() {
+                println!(
+                    "\nNo FAST_AUTH_KEYS set: generated an API key and kept it in {}\n\n    {}\n\n\
+                     Give it to Xiaozhi as the AliBL api_key (and to OpenAI clients). It is not shown again.\n",
+                    config.data_dir.join("api_key").display(),
+                    key.expose()
+                );
+            }
+        }
+        KeySource::Open => tracing::warn!(
+            "!!! --no-auth: the API is OPEN to anyone who can reach this port, and spends your \
+             model key. Only use this on a closed network. !!!"
+        ),
+    }
+}
+
+/// A URL fit for a log line: any user name or password is replaced.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_username("***");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn reload_prompts_on_sighup(prompts: Prompts) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; prompts reload only on restart");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match prompts.reload() {
+            Ok(()) => tracing::info!("prompts reloaded"),
+            Err(e) => tracing::error!("prompts not reloaded, keeping the old ones: {e}"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_credentials_in_urls() {
+        assert_eq!(redact_url("http://u:pw@h:1/v1"), "http://***@h:1/v1");
+        assert_eq!(redact_url("http://h:1/v1"), "http://h:1/v1");
+    }
+}
