@@ -42,8 +42,10 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the DashScope and OpenAI APIs (and the viewer).
+    #[command(args_override_self = true)]
     Serve(ServeArgs),
     /// A scripted OpenAI-compatible fake upstream, for tests and benchmarks.
+    #[command(args_override_self = true)]
     MockLlm(MockLlmArgs),
 }
 

@@ -83,7 +83,7 @@ mod tests {
         }];
         let mut result = ChatMessage::new(Role::Tool, "2");
         result.tool_call_id = Some("c1".into());
-        let dialogue = vec![
+        let dialogue = [
             ChatMessage::system("secret prompt"),
             ChatMessage::user("1+1?"),
             call,

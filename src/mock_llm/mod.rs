@@ -151,8 +151,15 @@ fn stream_reply(mock: &Mock, reply: String, usage: Value, model: String, cut: bo
     }
     let chunk_delay = mock.chunk_delay;
     let body = futures::stream::iter(frames).then(move |frame| async move {
-        if !chunk_delay.is_zero() {
-            tokio::time::sleep(chunk_delay).await;
+        // A cut must come after the first half has left, or it is a refused request rather
+        // than an answer that broke off.
+        let pause = if frame.is_err() {
+            chunk_delay.max(Duration::from_millis(50))
+        } else {
+            chunk_delay
+        };
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
         }
         frame
     });

@@ -1,0 +1,262 @@
+//! Test harness: the real `lang-agent` binary run as `mock-llm` and `serve` child processes on
+//! ephemeral 127.0.0.1 ports, with their output captured so tests can wait for readiness and
+//! check what was logged.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const KEY: &str = "test-key-1";
+pub const UPSTREAM_KEY: &str = "upstream-secret-do-not-log";
+
+/// An HTTP client for tests (reqwest is built without a default TLS provider).
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_lang-agent")
+}
+
+/// A child process whose stdout and stderr lines are collected.
+pub struct Proc {
+    child: Child,
+    pub output: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Proc {
+    pub fn spawn(mut command: Command) -> Proc {
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut child = command.spawn().expect("spawn lang-agent");
+        let output = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = output.clone();
+            readers.push(std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    output.lock().unwrap().push_str(&format!("{line}\n"));
+                }
+            }));
+        }
+        Proc {
+            child,
+            output,
+            readers,
+        }
+    }
+
+    /// Waits for an output line containing `needle`, returning it; panics with the output
+    /// on timeout.
+    pub fn wait_for_line(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
+                return line.to_string();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no line with {needle:?}; output so far:\n{}", self.log());
+    }
+
+    /// Waits for the process to exit, returning its status code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // The pipes close with the process; read them to the end.
+                for reader in self.readers.drain(..) {
+                    let _ = reader.join();
+                }
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "process did not exit; output:\n{}",
+            self.output.lock().unwrap()
+        );
+    }
+
+    pub fn log(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The scripted fake upstream.
+pub struct Mock {
+    pub proc: Proc,
+    pub base_url: String,
+}
+
+impl Mock {
+    pub fn start(delay_ms: u64, chunk_delay_ms: u64) -> Mock {
+        let mut command = Command::new(bin());
+        command.args([
+            "mock-llm",
+            "--port",
+            "0",
+            "--delay-ms",
+            &delay_ms.to_string(),
+            "--chunk-delay-ms",
+            &chunk_delay_ms.to_string(),
+        ]);
+        let proc = Proc::spawn(command);
+        let line = proc.wait_for_line("mock-llm listening on ");
+        let base_url = line.rsplit(' ').next().unwrap().to_string();
+        Mock { proc, base_url }
+    }
+
+    pub async fn requests(&self) -> Vec<serde_json::Value> {
+        let url = self.base_url.replace("/v1", "/mock/requests");
+        http().get(url).send().await.unwrap().json().await.unwrap()
+    }
+}
+
+/// A `lang-agent serve` process.
+pub struct Server {
+    pub proc: Proc,
+    pub url: String,
+    pub data_dir: PathBuf,
+}
+
+impl Server {
+    /// Starts a server on `data_dir` against `upstream`, with `extra` arguments and the test key.
+    pub fn start(data_dir: &Path, upstream: &str, extra: &[&str]) -> Server {
+        Self::start_with_env(data_dir, upstream, extra, &[("FAST_AUTH_KEYS", KEY)])
+    }
+
+    pub fn start_with_env(
+        data_dir: &Path,
+        upstream: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        let proc = Proc::spawn(Self::command(data_dir, upstream, extra, env));
+        let line = proc.wait_for_line("lang-agent ready");
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("api="))
+            .expect("ready line names the API address");
+        Server {
+            proc,
+            url: format!("http://{addr}"),
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    pub fn command(
+        data_dir: &Path,
+        upstream: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Command {
+        let mut command = Command::new(bin());
+        command
+            .args([
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--viewer-port",
+                "0",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--base-url", upstream])
+            .args(extra)
+            .env_remove("FAST_AUTH_KEYS")
+            .env_remove("ALI_BASE_URL")
+            .env("ALI_API_KEY", UPSTREAM_KEY)
+            .env("LANG_AGENT_LOG", "info");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        // Run where no stray .env can change the settings.
+        command.current_dir(data_dir.parent().unwrap_or(data_dir));
+        command
+    }
+
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.data_dir.join("lang-agent.sqlite3")).unwrap()
+    }
+}
+
+/// A DashScope streaming call; returns the raw SSE text.
+pub async fn dashscope_stream(server: &Server, session: Option<&str>, text: &str) -> String {
+    let mut input = serde_json::json!({"messages": [{"role": "user", "content": text}]});
+    if let Some(s) = session {
+        input["session_id"] = s.into();
+    }
+    http()
+        .post(format!("{}/api/apps/app1/completion", server.url))
+        .bearer_auth(KEY)
+        .header("X-DashScope-SSE", "enable")
+        .json(&serde_json::json!({"input": input, "parameters": {}}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// A DashScope non-streaming call; returns status and JSON body.
+pub async fn dashscope_call(server: &Server, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let response = http()
+        .post(format!("{}/api/v1/apps/app1/completion", server.url))
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// The text of the last `data:` JSON frame of a DashScope stream.
+pub fn final_text(sse: &str) -> String {
+    let last = sse
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .next_back()
+        .unwrap_or_else(|| panic!("no data frame in {sse:?}"));
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    v["output"]["text"].as_str().unwrap_or_default().to_string()
+}
+
+/// Rows of the log: (message_type, content, interrupted) in order.
+pub fn log_rows(db: &rusqlite::Connection, conversation: &str) -> Vec<(String, String, bool)> {
+    let mut stmt = db
+        .prepare(
+            "SELECT message_type, content, interrupted FROM messages
+             WHERE conversation_id = ?1 ORDER BY sequence_number",
+        )
+        .unwrap();
+    stmt.query_map([conversation], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
