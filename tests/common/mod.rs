@@ -88,6 +88,10 @@ impl Proc {
         );
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         self.output.lock().unwrap().clone()
     }

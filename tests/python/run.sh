@@ -20,7 +20,7 @@ if [[ ! -x "$LANG_AGENT_BIN" ]]; then
     exit 2
 fi
 
-COMMON_REQS=(pytest openai requests)
+COMMON_REQS=(pytest pytest-timeout openai requests)
 
 # name|dashscope requirement
 VENVS=(
@@ -58,7 +58,7 @@ for entry in "${VENVS[@]}"; do
     fi
     setup_venv "$name" "$dsreq"
     py="$PYENV_ROOT_DIR/$name/bin/python"
-    versions="$("$py" -c 'import dashscope, openai; print("dashscope", dashscope.__version__ if hasattr(dashscope, "__version__") else "?", "openai", openai.__version__)' 2>/dev/null || echo '?')"
+    versions="$("$py" -c 'import importlib.metadata as m; print("dashscope", m.version("dashscope"), "openai", m.version("openai"))' 2>/dev/null || echo '?')"
     echo "==================== [$name] $versions ===================="
     rc=0
     (cd "$REPO" && "$py" -m pytest "$HERE" -p no:cacheprovider "$@") || rc=$?
