@@ -18,6 +18,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -46,7 +47,7 @@ pub async fn run(args: MockLlmArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("mock-llm listening on http://{addr}/v1");
-    axum::serve(listener, router(mock))
+    axum::serve(listener.tap_io(crate::server::no_delay), router(mock))
         .await
         .map_err(|e| format!("mock-llm stopped: {e}"))
 }
