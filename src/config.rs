@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{BusyPolicy, GlobalArgs, MemoryScope, ServeArgs};
+use crate::store::export::{DEFAULT_BATCH_SIZE, FollowOptions};
 
 /// DashScope's OpenAI-compatible endpoint: the original system's default upstream.
 pub const DEFAULT_BASE_URL: &str = "https://dashscope.aliyuncs.com/compatible-mode/v1";
@@ -59,6 +60,9 @@ pub struct ServeConfig {
     /// `FAST_AUTH_KEYS` as given; empty means "use or generate the data-dir key".
     pub auth_keys: Vec<Secret>,
     pub no_auth: bool,
+    /// `--export-to`: copy the log to PostgreSQL while serving
+    /// (`crate::store::export::spawn_follower`).
+    pub export: Option<FollowOptions>,
 }
 
 /// The whole configuration of one process.
@@ -83,8 +87,9 @@ impl Config {
             .or_else(|| env_nonempty("ALI_BASE_URL"))
             .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
         let base_url = base_url.trim_end_matches('/').to_string();
-        let parsed = reqwest::Url::parse(&base_url)
-            .map_err(|e| ConfigError(format!("upstream base URL {base_url:?} is not a URL: {e}")))?;
+        let parsed = reqwest::Url::parse(&base_url).map_err(|e| {
+            ConfigError(format!("upstream base URL {base_url:?} is not a URL: {e}"))
+        })?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(ConfigError(format!(
                 "upstream base URL {base_url:?} must start with http:// or https://"
@@ -120,7 +125,9 @@ impl Config {
             return Err(ConfigError("--llm-attempts must be at least 1".into()));
         }
         if args.history_max_messages == 0 {
-            return Err(ConfigError("--history-max-messages must be at least 1".into()));
+            return Err(ConfigError(
+                "--history-max-messages must be at least 1".into(),
+            ));
         }
         if args.keepalive_secs == 0 {
             return Err(ConfigError("--keepalive-secs must be at least 1".into()));
@@ -148,6 +155,19 @@ impl Config {
                     .collect()
             })
             .unwrap_or_default();
+        let export = args
+            .export_to
+            .as_deref()
+            .map(|url| {
+                FollowOptions::new(
+                    url,
+                    args.export_box_id.as_deref(),
+                    args.export_interval_secs,
+                    DEFAULT_BATCH_SIZE,
+                )
+            })
+            .transpose()
+            .map_err(|e| ConfigError(format!("--export-to: {e}")))?;
         let serve = ServeConfig {
             api_addr,
             viewer_addr,
@@ -159,6 +179,7 @@ impl Config {
             max_body_bytes: args.max_body_bytes,
             auth_keys,
             no_auth: args.no_auth,
+            export,
         };
         Ok((self, serve))
     }
