@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use common::*;
 use lang_agent::store::export::{
-    ExportOptions, FollowOptions, MESSAGES_DDL, PgTarget, export_once, spawn_follower, write_sql_file,
+    ExportOptions, FollowOptions, MESSAGES_DDL, PgTarget, export_once, spawn_follower,
+    write_sql_file,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -24,13 +25,17 @@ async fn every_row_arrives_exactly_and_a_rerun_adds_nothing() {
     src.bulk("bulk-", 20, 15);
     let target = PgTarget::parse(&db.url).unwrap();
     // Small batches, so the run spans many transactions.
-    let first = export_once(&src.store, &target, &options(None, 7), false).await.unwrap();
+    let first = export_once(&src.store, &target, &options(None, 7), false)
+        .await
+        .unwrap();
     let expected = sqlite_rows(&src.sqlite_path(), "");
     assert_eq!(first.rows as usize, expected.len());
     let client = db.client().await;
     assert_eq!(pg_rows(&client, "").await, expected);
 
-    let again = export_once(&src.store, &target, &options(None, 7), false).await.unwrap();
+    let again = export_once(&src.store, &target, &options(None, 7), false)
+        .await
+        .unwrap();
     assert_eq!(again.rows, 0);
     assert_eq!(pg_rows(&client, "").await, expected);
 
@@ -38,17 +43,27 @@ async fn every_row_arrives_exactly_and_a_rerun_adds_nothing() {
     // PostgreSQL keeps what it already has.
     src.talk("alpha", 1).await;
     src.store
-        .run(|conn| Ok(conn.execute("DELETE FROM conversations WHERE conversation_id = 'beta'", [])?))
+        .run(|conn| {
+            Ok(conn.execute(
+                "DELETE FROM conversations WHERE conversation_id = 'beta'",
+                [],
+            )?)
+        })
         .await
         .unwrap();
-    let third = export_once(&src.store, &target, &options(None, 7), false).await.unwrap();
+    let third = export_once(&src.store, &target, &options(None, 7), false)
+        .await
+        .unwrap();
     assert_eq!(third.rows, 3);
     let after = pg_rows(&client, "").await;
     assert_eq!(after.len(), expected.len() + 3);
     assert_eq!(after[..expected.len()], expected[..]);
     assert_eq!(duplicates(&client).await, 0);
     let last_id: i64 = client
-        .query_one("SELECT last_id FROM lang_agent_export_state WHERE box_id = ''", &[])
+        .query_one(
+            "SELECT last_id FROM lang_agent_export_state WHERE box_id = ''",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -60,9 +75,14 @@ async fn the_created_table_has_the_documented_shape() {
     let db = TestDb::create().await;
     let src = TestStore::new();
     src.talk("c", 1).await;
-    export_once(&src.store, &PgTarget::parse(&db.url).unwrap(), &options(None, 100), false)
-        .await
-        .unwrap();
+    export_once(
+        &src.store,
+        &PgTarget::parse(&db.url).unwrap(),
+        &options(None, 100),
+        false,
+    )
+    .await
+    .unwrap();
     let client = db.client().await;
     let columns: Vec<(String, String, bool, Option<String>)> = client
         .query(
@@ -77,7 +97,10 @@ async fn the_created_table_has_the_documented_shape() {
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect();
-    let shape: Vec<_> = columns.iter().map(|(n, t, nn, _)| (n.as_str(), t.as_str(), *nn)).collect();
+    let shape: Vec<_> = columns
+        .iter()
+        .map(|(n, t, nn, _)| (n.as_str(), t.as_str(), *nn))
+        .collect();
     assert_eq!(
         shape,
         [
@@ -92,11 +115,17 @@ async fn the_created_table_has_the_documented_shape() {
     assert!(columns[0].3.as_deref().unwrap().starts_with("nextval("));
     assert_eq!(columns[5].3.as_deref(), Some("now()"));
     let index: String = client
-        .query_one("SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_messages_conversation'", &[])
+        .query_one(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_messages_conversation'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
-    assert!(index.ends_with("ON public.messages USING btree (conversation_id, sequence_number)"), "{index}");
+    assert!(
+        index.ends_with("ON public.messages USING btree (conversation_id, sequence_number)"),
+        "{index}"
+    );
     // The CHECKs hold: a row the original system could not have written is refused.
     let bad = client
         .execute(
@@ -134,14 +163,26 @@ async fn a_table_made_beforehand_with_the_documented_sql_is_used_as_is() {
     let before: String = client.query_one(catalog, &[]).await.unwrap().get(0);
     let src = TestStore::new();
     src.talk("new", 2).await;
-    export_once(&src.store, &PgTarget::parse(&db.url).unwrap(), &options(None, 100), false)
-        .await
-        .unwrap();
+    export_once(
+        &src.store,
+        &PgTarget::parse(&db.url).unwrap(),
+        &options(None, 100),
+        false,
+    )
+    .await
+    .unwrap();
     let after: String = client.query_one(catalog, &[]).await.unwrap().get(0);
     assert_eq!(before, after);
-    assert_eq!(pg_rows(&client, "new").await, sqlite_rows(&src.sqlite_path(), ""));
     assert_eq!(
-        count(&client, "SELECT COUNT(*) FROM messages WHERE conversation_id = 'from-python'").await,
+        pg_rows(&client, "new").await,
+        sqlite_rows(&src.sqlite_path(), "")
+    );
+    assert_eq!(
+        count(
+            &client,
+            "SELECT COUNT(*) FROM messages WHERE conversation_id = 'from-python'"
+        )
+        .await,
         1
     );
     // The exporter's own DDL is the same script: running it on this table changes nothing.
@@ -169,9 +210,14 @@ async fn a_table_of_another_shape_is_named_and_left_untouched() {
         .unwrap();
     let src = TestStore::new();
     src.talk("c", 1).await;
-    let err = export_once(&src.store, &PgTarget::parse(&db.url).unwrap(), &options(None, 100), false)
-        .await
-        .unwrap_err();
+    let err = export_once(
+        &src.store,
+        &PgTarget::parse(&db.url).unwrap(),
+        &options(None, 100),
+        false,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "table messages: column content is jsonb, expected text; the data was left untouched"
@@ -184,13 +230,24 @@ async fn a_table_of_another_shape_is_named_and_left_untouched() {
     );
 
     client
-        .batch_execute("ALTER TABLE messages ALTER COLUMN content TYPE text, DROP COLUMN sequence_number")
+        .batch_execute(
+            "ALTER TABLE messages ALTER COLUMN content TYPE text, DROP COLUMN sequence_number",
+        )
         .await
         .unwrap();
-    let err = export_once(&src.store, &PgTarget::parse(&db.url).unwrap(), &options(None, 100), false)
-        .await
-        .unwrap_err();
-    assert!(err.to_string().starts_with("table messages: missing column sequence_number"), "{err}");
+    let err = export_once(
+        &src.store,
+        &PgTarget::parse(&db.url).unwrap(),
+        &options(None, 100),
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("table messages: missing column sequence_number"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -198,13 +255,18 @@ async fn missing_rights_say_which_statement_and_table() {
     let db = TestDb::create().await;
     let role = random_name("la_export_role");
     let admin = db.client().await;
-    admin.batch_execute(&format!("CREATE ROLE {role} LOGIN")).await.unwrap();
+    admin
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN"))
+        .await
+        .unwrap();
     let src = TestStore::new();
     src.talk("c", 1).await;
     let as_role = PgTarget::parse(&db.url_as(&role)).unwrap();
 
     // No right to create in schema public (PostgreSQL 15's default for non-owners).
-    let err = export_once(&src.store, &as_role, &options(None, 100), false).await.unwrap_err();
+    let err = export_once(&src.store, &as_role, &options(None, 100), false)
+        .await
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "permission denied: CREATE TABLE messages: permission denied for schema public; \
@@ -212,31 +274,66 @@ async fn missing_rights_say_which_statement_and_table() {
     );
 
     // Tables made by the owner, the role may read but not write.
-    export_once(&src.store, &PgTarget::parse(&db.url).unwrap(), &options(Some("owner"), 100), false)
-        .await
-        .unwrap();
+    export_once(
+        &src.store,
+        &PgTarget::parse(&db.url).unwrap(),
+        &options(Some("owner"), 100),
+        false,
+    )
+    .await
+    .unwrap();
     admin
-        .batch_execute(&format!("GRANT SELECT ON messages, lang_agent_export_state TO {role}"))
+        .batch_execute(&format!(
+            "GRANT SELECT ON messages, lang_agent_export_state TO {role}"
+        ))
         .await
         .unwrap();
-    let err = export_once(&src.store, &as_role, &options(None, 100), false).await.unwrap_err();
+    let err = export_once(&src.store, &as_role, &options(None, 100), false)
+        .await
+        .unwrap_err();
     let text = err.to_string();
-    assert!(text.starts_with("permission denied: INSERT INTO lang_agent_export_state:"), "{text}");
-    assert!(text.contains("permission denied for table lang_agent_export_state"), "{text}");
+    assert!(
+        text.starts_with("permission denied: INSERT INTO lang_agent_export_state:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("permission denied for table lang_agent_export_state"),
+        "{text}"
+    );
 
     admin
-        .batch_execute(&format!("GRANT INSERT, UPDATE ON lang_agent_export_state TO {role}"))
+        .batch_execute(&format!(
+            "GRANT INSERT, UPDATE ON lang_agent_export_state TO {role}"
+        ))
         .await
         .unwrap();
-    let err = export_once(&src.store, &as_role, &options(None, 100), false).await.unwrap_err();
+    let err = export_once(&src.store, &as_role, &options(None, 100), false)
+        .await
+        .unwrap_err();
     let text = err.to_string();
-    assert!(text.starts_with("permission denied: COPY into messages: permission denied for table messages"), "{text}");
+    assert!(
+        text.starts_with(
+            "permission denied: COPY into messages: permission denied for table messages"
+        ),
+        "{text}"
+    );
     // Nothing half-done: the owner's rows only, and the role's progress still at 0.
     assert_eq!(count(&admin, "SELECT COUNT(*) FROM messages").await, 3);
-    assert_eq!(count(&admin, "SELECT MAX(last_id) FROM lang_agent_export_state WHERE box_id = ''").await, 0);
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT MAX(last_id) FROM lang_agent_export_state WHERE box_id = ''"
+        )
+        .await,
+        0
+    );
 
     drop(db);
-    connect(&admin_url()).await.batch_execute(&format!("DROP ROLE {role}")).await.unwrap();
+    connect(&admin_url())
+        .await
+        .batch_execute(&format!("DROP ROLE {role}"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -247,7 +344,9 @@ async fn the_sql_file_loads_with_psql_and_obeys_the_same_watermark() {
     src.bulk("bulk-", 5, 4);
     let file = src.data_dir().join("export.sql");
     let opts = options(Some("offline-box"), 4);
-    let written = write_sql_file(&src.store, &file, &opts, false).await.unwrap();
+    let written = write_sql_file(&src.store, &file, &opts, false)
+        .await
+        .unwrap();
     assert_eq!(written.rows, 29);
     let psql = |file: &std::path::Path| {
         let out = std::process::Command::new("psql")
@@ -258,7 +357,11 @@ async fn the_sql_file_loads_with_psql_and_obeys_the_same_watermark() {
             .arg(&db.url)
             .output()
             .expect("psql runs");
-        assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     psql(&file);
     let client = db.client().await;
@@ -267,13 +370,17 @@ async fn the_sql_file_loads_with_psql_and_obeys_the_same_watermark() {
 
     // Loading again adds nothing; neither does a direct export of the same box afterwards.
     psql(&file);
-    let direct = export_once(&src.store, &PgTarget::parse(&db.url).unwrap(), &opts, false).await.unwrap();
+    let direct = export_once(&src.store, &PgTarget::parse(&db.url).unwrap(), &opts, false)
+        .await
+        .unwrap();
     assert_eq!(direct.rows, 0);
     assert_eq!(pg_rows(&client, "offline-box/").await, expected);
 
     // A later file brings just the new messages.
     src.talk("filed", 1).await;
-    write_sql_file(&src.store, &file, &opts, false).await.unwrap();
+    write_sql_file(&src.store, &file, &opts, false)
+        .await
+        .unwrap();
     psql(&file);
     assert_eq!(
         pg_rows(&client, "offline-box/").await,
@@ -291,8 +398,12 @@ async fn two_boxes_share_one_table_and_stay_apart() {
     // The same conversation id on both boxes.
     kitchen.talk("session-1", 2).await;
     bedroom.talk("session-1", 3).await;
-    export_once(&kitchen.store, &target, &options(Some("kitchen"), 5), false).await.unwrap();
-    export_once(&bedroom.store, &target, &options(Some("bedroom"), 5), false).await.unwrap();
+    export_once(&kitchen.store, &target, &options(Some("kitchen"), 5), false)
+        .await
+        .unwrap();
+    export_once(&bedroom.store, &target, &options(Some("bedroom"), 5), false)
+        .await
+        .unwrap();
     let client = db.client().await;
     assert_eq!(
         pg_rows(&client, "kitchen/").await,
@@ -304,7 +415,10 @@ async fn two_boxes_share_one_table_and_stay_apart() {
     );
     assert_eq!(count(&client, "SELECT COUNT(*) FROM messages").await, 15);
     let boxes: Vec<String> = client
-        .query("SELECT DISTINCT box_id FROM lang_agent_export_state ORDER BY box_id", &[])
+        .query(
+            "SELECT DISTINCT box_id FROM lang_agent_export_state ORDER BY box_id",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -318,7 +432,9 @@ async fn two_boxes_share_one_table_and_stay_apart() {
 async fn each_batch_is_announced_to_listeners() {
     use futures::StreamExt;
     let db = TestDb::create().await;
-    let (listener, mut connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+    let (listener, mut connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     let (sender, mut notifications) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -328,13 +444,21 @@ async fn each_batch_is_announced_to_listeners() {
             }
         }
     });
-    listener.batch_execute("LISTEN lang_agent_messages").await.unwrap();
+    listener
+        .batch_execute("LISTEN lang_agent_messages")
+        .await
+        .unwrap();
     let src = TestStore::new();
     src.talk("b", 1).await;
     src.talk("a", 1).await;
-    export_once(&src.store, &PgTarget::parse(&db.url).unwrap(), &options(Some("box1"), 100), false)
-        .await
-        .unwrap();
+    export_once(
+        &src.store,
+        &PgTarget::parse(&db.url).unwrap(),
+        &options(Some("box1"), 100),
+        false,
+    )
+    .await
+    .unwrap();
     let (channel, payload) = tokio::time::timeout(Duration::from_secs(10), notifications.recv())
         .await
         .expect("a notification")
@@ -359,11 +483,19 @@ async fn the_follower_picks_up_new_messages_and_survives_a_killed_connection() {
         let client = &client;
         async move {
             // The follower creates the table on its first connection.
-            count(client, "SELECT COUNT(*) FROM pg_class WHERE relname = 'messages'").await == 1
+            count(
+                client,
+                "SELECT COUNT(*) FROM pg_class WHERE relname = 'messages'",
+            )
+            .await
+                == 1
                 && pg_rows(client, "box/").await.len() == n
         }
     };
-    eventually(Duration::from_secs(20), "the first 6 rows", || rows_in_pg(6)).await;
+    eventually(Duration::from_secs(20), "the first 6 rows", || {
+        rows_in_pg(6)
+    })
+    .await;
 
     let backend = "SELECT pid FROM pg_stat_activity WHERE datname = current_database()
                    AND application_name = 'lang-agent export'";
@@ -376,10 +508,18 @@ async fn the_follower_picks_up_new_messages_and_survives_a_killed_connection() {
     assert!(killed);
     src.talk("live", 2).await;
     src.talk("later", 1).await;
-    eventually(Duration::from_secs(30), "the rows stored after the kill", || rows_in_pg(15)).await;
+    eventually(
+        Duration::from_secs(30),
+        "the rows stored after the kill",
+        || rows_in_pg(15),
+    )
+    .await;
     let second_pid: i32 = client.query_one(backend, &[]).await.unwrap().get(0);
     assert_ne!(first_pid, second_pid, "the follower reconnected");
-    assert_eq!(pg_rows(&client, "box/").await, sqlite_rows(&src.sqlite_path(), "box/"));
+    assert_eq!(
+        pg_rows(&client, "box/").await,
+        sqlite_rows(&src.sqlite_path(), "box/")
+    );
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(5), follower)

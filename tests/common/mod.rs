@@ -14,7 +14,8 @@ use tokio_postgres::{Client, NoTls};
 
 /// The server every test database lives on; `LANG_AGENT_TEST_PG` overrides it.
 pub fn admin_url() -> String {
-    std::env::var("LANG_AGENT_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("LANG_AGENT_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 pub fn random_name(prefix: &str) -> String {
@@ -71,9 +72,13 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop runs inside the test's runtime, which cannot be blocked on: use a thread.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
-                if let Ok((client, connection)) = tokio_postgres::connect(&admin_url(), NoTls).await {
+                if let Ok((client, connection)) = tokio_postgres::connect(&admin_url(), NoTls).await
+                {
                     tokio::spawn(connection);
                     let _ = client
                         .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -116,9 +121,18 @@ impl TestStore {
                     Some("dev"),
                     None,
                     vec![
-                        NewMessage::new(MessageKind::Human, format!("question {i}: it's \"quoted\"\tand\\slashed")),
-                        NewMessage::new(MessageKind::Ai, format!("answer {i}\nline two\r\n你好 🎉 \\. \\N")),
-                        NewMessage::new(MessageKind::Tool, format!("{{\"result\": {i}, \"ok\": true}}")),
+                        NewMessage::new(
+                            MessageKind::Human,
+                            format!("question {i}: it's \"quoted\"\tand\\slashed"),
+                        ),
+                        NewMessage::new(
+                            MessageKind::Ai,
+                            format!("answer {i}\nline two\r\n你好 🎉 \\. \\N"),
+                        ),
+                        NewMessage::new(
+                            MessageKind::Tool,
+                            format!("{{\"result\": {i}, \"ok\": true}}"),
+                        ),
                     ],
                 )
                 .await
@@ -148,10 +162,19 @@ impl TestStore {
             let kinds = ["human", "ai", "tool"];
             for c in 0..conversations {
                 let id = format!("{prefix}{c}");
-                let at = format!("2025-06-01T{:02}:{:02}:{:02}.{:03}Z", c / 3600 % 24, c / 60 % 60, c % 60, c % 1000);
-                conversation.execute(rusqlite::params![id, per_conversation as i64, at]).unwrap();
+                let at = format!(
+                    "2025-06-01T{:02}:{:02}:{:02}.{:03}Z",
+                    c / 3600 % 24,
+                    c / 60 % 60,
+                    c % 60,
+                    c % 1000
+                );
+                conversation
+                    .execute(rusqlite::params![id, per_conversation as i64, at])
+                    .unwrap();
                 for s in 1..=per_conversation {
-                    let content = format!("message {s} of {id}: some words of a typical voice turn, 你好");
+                    let content =
+                        format!("message {s} of {id}: some words of a typical voice turn, 你好");
                     message
                         .execute(rusqlite::params![id, kinds[s % 3], content, s as i64, at])
                         .unwrap();
