@@ -93,7 +93,7 @@ async fn follow_exports_as_messages_arrive_until_sigterm() {
     let db = TestDb::create().await;
     let src = TestStore::new();
     src.talk("first", 1).await;
-    let mut child = lang_agent(src.data_dir())
+    let child = lang_agent(src.data_dir())
         .env("CONN_STR", &db.url)
         .args([
             "export",
