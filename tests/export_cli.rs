@@ -205,3 +205,23 @@ fn errors_are_one_clear_line_without_the_password_and_exit_non_zero() {
     ]));
     assert!(stderr(&out).starts_with("lang-agent: --box-id \"a/b\": use 1 to 64 characters"));
 }
+
+#[tokio::test]
+async fn follow_stops_on_a_problem_that_retrying_cannot_fix() {
+    let db = TestDb::create().await;
+    db.client()
+        .await
+        .batch_execute("CREATE TABLE messages (id BIGSERIAL PRIMARY KEY, conversation_id INTEGER)")
+        .await
+        .unwrap();
+    let src = TestStore::new();
+    let out = run(lang_agent(src.data_dir()).args(["export", "--follow", "--to", &db.url]));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "lang-agent: table messages: column conversation_id is integer, expected text"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -527,3 +527,27 @@ async fn the_follower_picks_up_new_messages_and_survives_a_killed_connection() {
         .expect("the follower stops on shutdown")
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_exporters_of_one_store_at_once_still_copy_each_row_once() {
+    let db = TestDb::create().await;
+    let src = TestStore::new();
+    src.bulk("c", 200, 50);
+    let target = PgTarget::parse(&db.url).unwrap();
+    // Tables first, so both runs race on the rows rather than on CREATE.
+    export_once(&TestStore::new().store, &target, &options(None, 10), false)
+        .await
+        .unwrap();
+    let opts = options(None, 100);
+    let (a, b) = tokio::join!(
+        export_once(&src.store, &target, &opts, false),
+        export_once(&src.store, &target, &opts, false),
+    );
+    assert_eq!(a.unwrap().rows + b.unwrap().rows, 10_000);
+    let client = db.client().await;
+    assert_eq!(
+        pg_rows(&client, "c").await,
+        sqlite_rows(&src.sqlite_path(), "")
+    );
+    assert_eq!(duplicates(&client).await, 0);
+}

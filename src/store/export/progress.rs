@@ -31,9 +31,15 @@ impl Progress {
             let bar = ProgressBar::new(total);
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{bar:40} {human_pos}/{human_len} rows  {per_sec}  eta {eta}",
+                    "{bar:30} {human_pos}/{human_len} rows  {rate}  eta {eta}",
                 )
-                .expect("static template"),
+                .expect("static template")
+                .with_key(
+                    "rate",
+                    |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{:.0} rows/s", state.per_sec());
+                    },
+                ),
             );
             Display::Bar(bar)
         } else {
