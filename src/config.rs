@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{BusyPolicy, GlobalArgs, MemoryScope, ServeArgs};
-use crate::store::export::{DEFAULT_BATCH_SIZE, FollowOptions};
+use crate::store::export::{DEFAULT_BATCH_SIZE, ExportError, FollowOptions};
 
 /// DashScope's OpenAI-compatible endpoint: the original system's default upstream.
 pub const DEFAULT_BASE_URL: &str = "https://dashscope.aliyuncs.com/compatible-mode/v1";
@@ -167,7 +167,14 @@ impl Config {
                 )
             })
             .transpose()
-            .map_err(|e| ConfigError(format!("--export-to: {e}")))?;
+            .map_err(|e| match e {
+                // Its message names `export`'s flag; serve's is --export-box-id.
+                ExportError::BadBoxId(_) => ConfigError(format!(
+                    "--export-{}",
+                    e.to_string().trim_start_matches("--")
+                )),
+                e => ConfigError(format!("--export-to: {e}")),
+            })?;
         let serve = ServeConfig {
             api_addr,
             viewer_addr,
@@ -200,4 +207,69 @@ fn socket_addr(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
 
 fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn serve_config(extra: &[&str]) -> Result<ServeConfig, ConfigError> {
+        let line = [
+            &["lang-agent", "--base-url", "http://127.0.0.1:9/v1", "serve"],
+            extra,
+        ]
+        .concat();
+        let cli = Cli::try_parse_from(line).unwrap();
+        let Command::Serve(args) = &cli.command else {
+            panic!("not serve")
+        };
+        Config::from_global(&cli.global)?
+            .for_serve(args)
+            .map(|(_, serve)| serve)
+    }
+
+    #[test]
+    fn serve_exports_only_when_asked_and_checks_the_settings_first() {
+        assert!(serve_config(&[]).unwrap().export.is_none());
+        let export = serve_config(&[
+            "--export-to",
+            "postgresql://u:pw@127.0.0.1/db",
+            "--export-box-id",
+            "porch",
+            "--export-interval-secs",
+            "7",
+        ])
+        .unwrap()
+        .export
+        .unwrap();
+        assert_eq!(export.interval, Duration::from_secs(7));
+        assert_eq!(
+            export.export.box_id.as_ref().map(|b| b.as_str()),
+            Some("porch")
+        );
+        assert_eq!(export.target.redacted(), "postgresql://u:***@127.0.0.1/db");
+
+        let err = serve_config(&[
+            "--export-to",
+            "postgresql://u:pw@127.0.0.1/db",
+            "--export-box-id",
+            "a b",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("--export-box-id \"a b\": use 1 to 64"),
+            "{err}"
+        );
+        let err = serve_config(&["--export-to", "mysql://u:pw@h/db"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not a PostgreSQL URL") && !err.contains("pw@"),
+            "{err}"
+        );
+    }
 }
