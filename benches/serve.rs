@@ -6,6 +6,9 @@
 //! Printed per row: latency p50/p99, overhead (latency − 500 ms) p50/p99, time to first byte
 //! p50, throughput, and the server's resident memory. Figures only; nothing is asserted.
 //!
+//! Each client makes one unmeasured warm-up call first (its connection), so the figures are
+//! the steady state.
+//!
 //! `cargo bench --bench serve` (set `BENCH_REQUESTS_PER_CLIENT` to change the run length).
 
 #[path = "../tests/common/mod.rs"]
@@ -104,12 +107,15 @@ async fn run_level(
     per_client: usize,
 ) -> (Vec<Sample>, Duration) {
     let client = http();
-    let started = Instant::now();
     let mut tasks = Vec::new();
+    let started = Instant::now();
     for c in 0..concurrency {
         let client = client.clone();
         let url = url.to_string();
         tasks.push(tokio::spawn(async move {
+            // One unmeasured call opens this client's connection: the figures are the
+            // steady state, not a burst of 200 TCP handshakes at once.
+            one_call(&client, &url, target, stream, c * 1_000_000 + 999_999).await;
             let mut samples = Vec::new();
             for i in 0..per_client {
                 let n = c * 1_000_000 + i + if stream { 500_000 } else { 0 };

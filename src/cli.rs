@@ -47,6 +47,66 @@ pub enum Command {
     /// A scripted OpenAI-compatible fake upstream, for tests and benchmarks.
     #[command(args_override_self = true)]
     MockLlm(MockLlmArgs),
+    /// Copy the conversation log to PostgreSQL (or to a file `psql -f` loads), incrementally.
+    Export(ExportArgs),
+}
+
+/// `lang-agent export`: where to, and how.
+///
+/// `--to` and `--sql` exclude each other, but a `CONN_STR` in the environment (or `.env`) must
+/// not stop `--sql` from working, and clap counts environment values as given: so `--to` is
+/// only required without `--sql` here, and [`ExportArgs::destination`] rejects both given on
+/// the command line.
+#[derive(Debug, Args, Clone)]
+pub struct ExportArgs {
+    /// PostgreSQL URL, e.g. postgresql://user:password@host/ai_conversations.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "CONN_STR",
+        hide_env_values = true,
+        required_unless_present = "sql"
+    )]
+    pub to: Option<String>,
+    /// Write a file that `psql -f FILE` loads (schema and data) instead of connecting.
+    #[arg(long, value_name = "FILE")]
+    pub sql: Option<PathBuf>,
+    /// Name of this box: conversation ids become `<box-id>/<id>` so many boxes share a table.
+    #[arg(long, value_name = "NAME")]
+    pub box_id: Option<String>,
+    /// Keep running and export new messages as they are stored.
+    #[arg(long, conflicts_with = "sql")]
+    pub follow: bool,
+    /// With --follow: seconds between looks for new messages.
+    #[arg(long, default_value_t = 2)]
+    pub interval_secs: u64,
+    /// Messages per PostgreSQL transaction.
+    #[arg(long, default_value_t = crate::store::export::DEFAULT_BATCH_SIZE)]
+    pub batch_size: usize,
+}
+
+/// Where `lang-agent export` writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExportDestination {
+    Postgres(String),
+    SqlFile(PathBuf),
+}
+
+impl ExportArgs {
+    /// The one destination, given `conn_str_env` (the `CONN_STR` environment value, if any);
+    /// `Err` says why there is not exactly one.
+    pub fn destination(&self, conn_str_env: Option<&str>) -> Result<ExportDestination, String> {
+        match (&self.to, &self.sql) {
+            (Some(to), Some(_)) if Some(to.as_str()) != conn_str_env => {
+                Err("--to and --sql cannot be used together".into())
+            }
+            (_, Some(file)) => Ok(ExportDestination::SqlFile(file.clone())),
+            (Some(to), None) => Ok(ExportDestination::Postgres(to.clone())),
+            (None, None) => {
+                Err("nowhere to export to: give --to URL (or set CONN_STR), or --sql FILE".into())
+            }
+        }
+    }
 }
 
 #[derive(Debug, Args, Clone)]
@@ -89,6 +149,15 @@ pub struct ServeArgs {
     /// Attempts per upstream call when it fails before the first token (connect error, 429, 5xx).
     #[arg(long, default_value_t = 3)]
     pub llm_attempts: u32,
+    /// Export the conversation log to this PostgreSQL URL while serving (as `export --follow`).
+    #[arg(long, value_name = "URL")]
+    pub export_to: Option<String>,
+    /// With --export-to: this box's name, prefixed to conversation ids (`<box-id>/<id>`).
+    #[arg(long, value_name = "NAME", requires = "export_to")]
+    pub export_box_id: Option<String>,
+    /// With --export-to: seconds between looks for new messages.
+    #[arg(long, default_value_t = 2)]
+    pub export_interval_secs: u64,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -116,4 +185,36 @@ pub enum MemoryScope {
 pub enum BusyPolicy {
     Interrupt,
     Wait,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn export_args(line: &[&str]) -> Result<ExportArgs, clap::Error> {
+        let cli = Cli::try_parse_from([&["lang-agent", "export"], line].concat())?;
+        match cli.command {
+            Command::Export(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn export_needs_exactly_one_destination_and_conn_str_does_not_block_sql() {
+        let args = export_args(&["--to", "postgres://h/db", "--box-id", "b1", "--follow"]).unwrap();
+        assert_eq!(args.interval_secs, 2);
+        assert_eq!(args.box_id.as_deref(), Some("b1"));
+        assert_eq!(
+            args.destination(None),
+            Ok(ExportDestination::Postgres("postgres://h/db".into()))
+        );
+        let both = export_args(&["--to", "postgres://h/db", "--sql", "f.sql"]).unwrap();
+        assert!(both.destination(None).is_err());
+        // The same pair, where --to came from CONN_STR: the file wins.
+        assert_eq!(
+            both.destination(Some("postgres://h/db")),
+            Ok(ExportDestination::SqlFile("f.sql".into()))
+        );
+        assert!(export_args(&["--sql", "f.sql", "--follow"]).is_err());
+    }
 }

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{BusyPolicy, GlobalArgs, MemoryScope, ServeArgs};
+use crate::store::export::{DEFAULT_BATCH_SIZE, ExportError, FollowOptions};
 
 /// DashScope's OpenAI-compatible endpoint: the original system's default upstream.
 pub const DEFAULT_BASE_URL: &str = "https://dashscope.aliyuncs.com/compatible-mode/v1";
@@ -59,6 +60,9 @@ pub struct ServeConfig {
     /// `FAST_AUTH_KEYS` as given; empty means "use or generate the data-dir key".
     pub auth_keys: Vec<Secret>,
     pub no_auth: bool,
+    /// `--export-to`: copy the log to PostgreSQL while serving
+    /// (`crate::store::export::spawn_follower`).
+    pub export: Option<FollowOptions>,
 }
 
 /// The whole configuration of one process.
@@ -151,6 +155,26 @@ impl Config {
                     .collect()
             })
             .unwrap_or_default();
+        let export = args
+            .export_to
+            .as_deref()
+            .map(|url| {
+                FollowOptions::new(
+                    url,
+                    args.export_box_id.as_deref(),
+                    args.export_interval_secs,
+                    DEFAULT_BATCH_SIZE,
+                )
+            })
+            .transpose()
+            .map_err(|e| match e {
+                // Its message names `export`'s flag; serve's is --export-box-id.
+                ExportError::BadBoxId(_) => ConfigError(format!(
+                    "--export-{}",
+                    e.to_string().trim_start_matches("--")
+                )),
+                e => ConfigError(format!("--export-to: {e}")),
+            })?;
         let serve = ServeConfig {
             api_addr,
             viewer_addr,
@@ -162,6 +186,7 @@ impl Config {
             max_body_bytes: args.max_body_bytes,
             auth_keys,
             no_auth: args.no_auth,
+            export,
         };
         Ok((self, serve))
     }
@@ -180,6 +205,112 @@ fn socket_addr(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
     Ok(SocketAddr::new(ip, port))
 }
 
+/// Hides the password of a URL, in the user-info part and in a `password=` parameter (query
+/// or libpq `key=value` form), even when the rest does not parse.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rfind('@') {
+        Some(at) => {
+            let (userinfo, host) = authority.split_at(at);
+            match userinfo.find(':') {
+                Some(colon) => format!("{}:***{host}", &userinfo[..colon]),
+                None => authority.to_string(),
+            }
+        }
+        None => authority.to_string(),
+    };
+    redact_password_params(&format!("{scheme}{authority}{tail}"))
+}
+
+/// `password=secret` → `password=***`, wherever parameters are separated by `?`, `&` or spaces.
+fn redact_password_params(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.to_ascii_lowercase().find("password=") {
+        let starts_param = pos == 0 || matches!(rest.as_bytes()[pos - 1], b'?' | b'&' | b' ');
+        let value_start = pos + "password=".len();
+        out.push_str(&rest[..value_start]);
+        rest = &rest[value_start..];
+        if starts_param {
+            let value_end = rest.find(['&', ' ']).unwrap_or(rest.len());
+            out.push_str("***");
+            rest = &rest[value_end..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn serve_config(extra: &[&str]) -> Result<ServeConfig, ConfigError> {
+        let line = [
+            &["lang-agent", "--base-url", "http://127.0.0.1:9/v1", "serve"],
+            extra,
+        ]
+        .concat();
+        let cli = Cli::try_parse_from(line).unwrap();
+        let Command::Serve(args) = &cli.command else {
+            panic!("not serve")
+        };
+        Config::from_global(&cli.global)?
+            .for_serve(args)
+            .map(|(_, serve)| serve)
+    }
+
+    #[test]
+    fn serve_exports_only_when_asked_and_checks_the_settings_first() {
+        assert!(serve_config(&[]).unwrap().export.is_none());
+        let export = serve_config(&[
+            "--export-to",
+            "postgresql://u:pw@127.0.0.1/db",
+            "--export-box-id",
+            "porch",
+            "--export-interval-secs",
+            "7",
+        ])
+        .unwrap()
+        .export
+        .unwrap();
+        assert_eq!(export.interval, Duration::from_secs(7));
+        assert_eq!(
+            export.export.box_id.as_ref().map(|b| b.as_str()),
+            Some("porch")
+        );
+        assert_eq!(export.target.redacted(), "postgresql://u:***@127.0.0.1/db");
+
+        let err = serve_config(&[
+            "--export-to",
+            "postgresql://u:pw@127.0.0.1/db",
+            "--export-box-id",
+            "a b",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("--export-box-id \"a b\": use 1 to 64"),
+            "{err}"
+        );
+        let err = serve_config(&["--export-to", "mysql://u:pw@h/db"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not a PostgreSQL URL") && !err.contains("pw@"),
+            "{err}"
+        );
+    }
 }

@@ -29,6 +29,9 @@ fn main() -> ExitCode {
                 lang_agent::server::serve(config, serve).await
             }
             Command::MockLlm(args) => lang_agent::mock_llm::run(args).await,
+            Command::Export(args) => lang_agent::store::export::run_command(&config, &args)
+                .await
+                .map_err(|e| e.to_string()),
         }
     });
     match result {

@@ -15,9 +15,10 @@ use crate::agent::prompts::Prompts;
 use crate::agent::turns::TurnRunner;
 use crate::api::auth::{ApiKeys, KeySource};
 use crate::api::{self, ApiSettings, AppState};
-use crate::config::{Config, ServeConfig};
+use crate::config::{Config, ServeConfig, redact_url};
 use crate::llm::LlmClient;
-use crate::store::Store;
+use crate::store::{Store, export};
+use tokio_util::sync::CancellationToken;
 
 pub async fn serve(config: Config, serve: ServeConfig) -> Result<(), String> {
     let db_path = config.sqlite_path();
@@ -72,11 +73,24 @@ pub async fn serve(config: Config, serve: ServeConfig) -> Result<(), String> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tokio::spawn(reload_prompts_on_sighup(prompts));
 
+    let shutdown = CancellationToken::new();
+    let follower = serve.export.map(|options| {
+        tracing::info!(to = %options.target, "exporting the log to PostgreSQL as it grows");
+        export::spawn_follower(store.clone(), options, shutdown.clone())
+    });
+    let stopping = shutdown.clone();
     axum::serve(listener.tap_io(no_delay), api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            stopping.cancel();
+        })
         .await
         .map_err(|e| format!("server stopped: {e}"))?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    if let Some(follower) = follower {
+        // The follower finishes its batch (one transaction) and stops.
+        let _ = follower.await;
+    }
     tracing::info!("lang-agent stopped");
     Ok(())
 }
@@ -103,18 +117,6 @@ fn announce_keys(keys: &ApiKeys, source: &KeySource, config: &Config) {
             "!!! --no-auth: the API is OPEN to anyone who can reach this port, and spends your \
              model key. Only use this on a closed network. !!!"
         ),
-    }
-}
-
-/// A URL fit for a log line: any user name or password is replaced.
-pub fn redact_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
-            let _ = parsed.set_username("***");
-            let _ = parsed.set_password(None);
-            parsed.to_string()
-        }
-        _ => url.to_string(),
     }
 }
 
@@ -155,15 +157,4 @@ async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutting down");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_credentials_in_urls() {
-        assert_eq!(redact_url("http://u:pw@h:1/v1"), "http://***@h:1/v1");
-        assert_eq!(redact_url("http://h:1/v1"), "http://h:1/v1");
-    }
 }

@@ -211,13 +211,11 @@ impl TurnRunner {
             if let Some(device) = device {
                 self.store.enter_conversation(device, thread_id).await?;
             }
+            // The user's turn is stored before the model is called.
+            let rows = request.new_messages.iter().filter_map(to_log).collect();
             let turn_id = self
                 .store
-                .begin_turn(thread_id, device, self.agent.model_name())
-                .await?;
-            let rows = request.new_messages.iter().filter_map(to_log).collect();
-            self.store
-                .append(thread_id, device, Some(turn_id), rows)
+                .open_turn(thread_id, device, self.agent.model_name(), rows)
                 .await?;
             let memory = self
                 .store

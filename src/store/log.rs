@@ -85,47 +85,12 @@ impl Store {
         let conversation = conversation_id.to_string();
         let device = device_id.map(str::to_string);
         let (created, seqs) = self
-            .run(move |conn| {
+            .write(move |conn| {
                 let tx = conn.transaction()?;
-                let now = now_timestamp();
-                let created = ensure_conversation(&tx, &conversation, device.as_deref(), &now)?;
-                let mut next: i64 = tx.query_row(
-                    "SELECT message_count FROM conversations WHERE conversation_id = ?1",
-                    [&conversation],
-                    |r| r.get(0),
-                )?;
-                let mut seqs = Vec::with_capacity(messages.len());
-                {
-                    let mut insert = tx.prepare_cached(
-                        "INSERT INTO messages (conversation_id, message_type, content,
-                             sequence_number, created_at, tool_calls, tool_call_id, tool_name,
-                             interrupted, turn_id)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                    )?;
-                    for m in &messages {
-                        next += 1;
-                        insert.execute(params![
-                            conversation,
-                            m.kind.as_str(),
-                            m.content,
-                            next,
-                            now,
-                            m.tool_calls,
-                            m.tool_call_id,
-                            m.tool_name,
-                            m.interrupted,
-                            turn_id,
-                        ])?;
-                        seqs.push(next);
-                    }
-                }
-                tx.execute(
-                    "UPDATE conversations SET message_count = ?2, updated_at = ?3
-                     WHERE conversation_id = ?1",
-                    params![conversation, next, now],
-                )?;
+                let written =
+                    insert_messages(&tx, &conversation, device.as_deref(), turn_id, &messages)?;
                 tx.commit()?;
-                Ok((created, seqs))
+                Ok(written)
             })
             .await?;
         let id = conversation_id.to_string();
@@ -185,7 +150,7 @@ impl Store {
     /// The log keeps the messages. Returns how many messages left the context.
     pub async fn forget(&self, conversation_id: Option<&str>) -> Result<usize, StoreError> {
         let conversation = conversation_id.map(str::to_string);
-        self.run(move |conn| {
+        self.write(move |conn| {
             let n = match conversation {
                 Some(c) => conn.execute(
                     "UPDATE messages SET in_context = 0 WHERE conversation_id = ?1 AND in_context = 1",
@@ -208,7 +173,7 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         let device = device_id.to_string();
         let conversation = conversation_id.to_string();
-        self.run(move |conn| {
+        self.write(move |conn| {
             let tx = conn.transaction()?;
             let previous: Option<String> = tx
                 .query_row(
@@ -236,6 +201,53 @@ impl Store {
         })
         .await
     }
+}
+
+/// Appends `messages` inside `tx`, creating the conversation on its first message; returns
+/// whether the conversation was created and the messages' sequence numbers.
+pub(super) fn insert_messages(
+    tx: &rusqlite::Transaction<'_>,
+    conversation: &str,
+    device: Option<&str>,
+    turn_id: Option<i64>,
+    messages: &[NewMessage],
+) -> Result<(bool, Vec<i64>), StoreError> {
+    let now = now_timestamp();
+    let created = ensure_conversation(tx, conversation, device, &now)?;
+    let mut next: i64 = tx.query_row(
+        "SELECT message_count FROM conversations WHERE conversation_id = ?1",
+        [conversation],
+        |r| r.get(0),
+    )?;
+    let mut seqs = Vec::with_capacity(messages.len());
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO messages (conversation_id, message_type, content, sequence_number,
+             created_at, tool_calls, tool_call_id, tool_name, interrupted, turn_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    for m in messages {
+        next += 1;
+        insert.execute(params![
+            conversation,
+            m.kind.as_str(),
+            m.content,
+            next,
+            now,
+            m.tool_calls,
+            m.tool_call_id,
+            m.tool_name,
+            m.interrupted,
+            turn_id,
+        ])?;
+        seqs.push(next);
+    }
+    if !messages.is_empty() {
+        tx.execute(
+            "UPDATE conversations SET message_count = ?2, updated_at = ?3 WHERE conversation_id = ?1",
+            params![conversation, next, now],
+        )?;
+    }
+    Ok((created, seqs))
 }
 
 /// Creates the conversation row if missing; returns whether it was created.

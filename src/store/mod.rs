@@ -6,11 +6,13 @@
 //! async runtime. Every change to the log is also announced on a broadcast channel
 //! ([`StoreEvent`]) so the viewer can push live updates without polling the database.
 
+pub mod export;
 mod log;
 mod schema;
 mod turns;
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use r2d2::Pool;
@@ -49,7 +51,13 @@ pub enum StoreEvent {
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
+    /// Readers: any number at once (WAL).
     pool: Pool<SqliteConnectionManager>,
+    /// The one writing connection. SQLite admits one writer at a time anyway; queueing writers
+    /// on a mutex here, rather than letting several connections collide and back off in
+    /// SQLite's busy handler (which sleeps in whole milliseconds), keeps write latency flat
+    /// under load.
+    writer: Arc<Mutex<rusqlite::Connection>>,
     events: broadcast::Sender<StoreEvent>,
 }
 
@@ -62,29 +70,38 @@ impl Store {
                 source,
             })?;
         }
-        let manager = SqliteConnectionManager::file(path).with_init(|conn| {
-            // WAL lets the viewer and `export` read while the server writes; NORMAL sync is
-            // durable across process crashes, which is what a box meets.
-            conn.execute_batch(
-                "PRAGMA journal_mode = WAL;
-                 PRAGMA synchronous = NORMAL;
-                 PRAGMA foreign_keys = ON;
-                 PRAGMA busy_timeout = 5000;",
-            )
-        });
+        let mut writer = rusqlite::Connection::open(path)?;
+        configure(&mut writer)?;
+        schema::migrations().to_latest(&mut writer)?;
+        let manager = SqliteConnectionManager::file(path).with_init(configure);
         let pool = Pool::builder()
             .max_size(8)
             .connection_timeout(Duration::from_secs(10))
             .build(manager)?;
-        {
-            let mut conn = pool.get()?;
-            schema::migrations().to_latest(&mut conn)?;
-        }
         let (events, _) = broadcast::channel(1024);
-        Ok(Store { pool, events })
+        Ok(Store {
+            pool,
+            writer: Arc::new(Mutex::new(writer)),
+            events,
+        })
     }
 
-    /// Runs `work` with a pooled connection on the blocking thread pool.
+    /// Runs `work` on the writing connection, on the blocking thread pool.
+    pub async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = writer.lock().unwrap_or_else(|e| e.into_inner());
+            work(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Runs `work` with a pooled (reading) connection on the blocking thread pool.
     pub async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -117,6 +134,17 @@ impl Store {
         })
         .await
     }
+}
+
+/// Settings of every connection. WAL lets the viewer and `export` read while the server
+/// writes; NORMAL sync is durable across process crashes, which is what a box meets.
+fn configure(conn: &mut rusqlite::Connection) -> Result<(), rusqlite::Error> {
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA busy_timeout = 5000;",
+    )
 }
 
 /// Now, as stored: RFC 3339 UTC with milliseconds, which sorts as text and which PostgreSQL

@@ -65,9 +65,21 @@ CREATE TABLE devices (
 );
 "#;
 
+/// Facts about this database itself. `source_id` names it for `export`: PostgreSQL keeps
+/// how far each source has been copied under that name, so it must stay the same for the
+/// life of the file and differ between boxes (a copied file keeps it, which is what a restore
+/// from backup wants).
+const V2: &str = r#"
+CREATE TABLE store_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+INSERT INTO store_meta (key, value) VALUES ('source_id', lower(hex(randomblob(16))));
+"#;
+
 /// All migrations, oldest first.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1)])
+    Migrations::new(vec![M::up(V1), M::up(V2)])
 }
 
 #[cfg(test)]
@@ -77,5 +89,26 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         assert!(migrations().validate().is_ok());
+    }
+
+    #[test]
+    fn every_database_gets_its_own_source_id() {
+        let source_id = || {
+            let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+            migrations().to_latest(&mut conn).unwrap();
+            conn.query_row(
+                "SELECT value FROM store_meta WHERE key = 'source_id'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .unwrap()
+        };
+        let (a, b) = (source_id(), source_id());
+        assert_eq!(a.len(), 32);
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert_ne!(a, b);
     }
 }

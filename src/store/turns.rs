@@ -4,7 +4,7 @@
 
 use rusqlite::params;
 
-use super::log::ensure_conversation;
+use super::log::{NewMessage, ensure_conversation, insert_messages};
 use super::{Store, StoreError, StoreEvent, now_timestamp};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,18 +36,20 @@ pub struct TurnOutcome {
 }
 
 impl Store {
-    /// Opens a turn on `conversation_id` (creating the conversation if new); returns its id.
-    pub async fn begin_turn(
+    /// Opens a turn on `conversation_id` and logs the messages that start it (the user's
+    /// turn), in one transaction; returns the turn's id.
+    pub async fn open_turn(
         &self,
         conversation_id: &str,
         device_id: Option<&str>,
         model: &str,
+        messages: Vec<NewMessage>,
     ) -> Result<i64, StoreError> {
         let conversation = conversation_id.to_string();
         let device = device_id.map(str::to_string);
         let model = model.to_string();
-        let (created, id) = self
-            .run(move |conn| {
+        let (created, wrote, id) = self
+            .write(move |conn| {
                 let tx = conn.transaction()?;
                 let now = now_timestamp();
                 let created = ensure_conversation(&tx, &conversation, device.as_deref(), &now)?;
@@ -57,19 +59,23 @@ impl Store {
                     params![conversation, model, now],
                 )?;
                 let id = tx.last_insert_rowid();
+                insert_messages(&tx, &conversation, device.as_deref(), Some(id), &messages)?;
                 tx.commit()?;
-                Ok((created, id))
+                Ok((created, !messages.is_empty(), id))
             })
             .await?;
+        let id_text = conversation_id.to_string();
         if created {
-            self.announce(StoreEvent::ConversationNew(conversation_id.to_string()));
+            self.announce(StoreEvent::ConversationNew(id_text));
+        } else if wrote {
+            self.announce(StoreEvent::ConversationUpdated(id_text));
         }
         Ok(id)
     }
 
     /// Closes a turn with its outcome and metrics.
     pub async fn finish_turn(&self, turn_id: i64, outcome: TurnOutcome) -> Result<(), StoreError> {
-        self.run(move |conn| {
+        self.write(move |conn| {
             conn.execute(
                 "UPDATE turns SET status = ?2, error = ?3, input_tokens = ?4, output_tokens = ?5,
                         ttft_ms = ?6, total_ms = ?7, finished_at = ?8
@@ -99,7 +105,16 @@ mod tests {
     #[tokio::test]
     async fn a_turn_records_its_outcome() {
         let (_dir, store) = open_temp();
-        let id = store.begin_turn("c", None, "qwen-plus").await.unwrap();
+        let id = store
+            .open_turn(
+                "c",
+                None,
+                "qwen-plus",
+                vec![NewMessage::new(crate::store::MessageKind::Human, "hi")],
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.conversation("c").await.unwrap().len(), 1);
         store
             .finish_turn(
                 id,

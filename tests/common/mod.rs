@@ -2,7 +2,9 @@
 //! ephemeral 127.0.0.1 ports, with their output captured so tests can wait for readiness and
 //! check what was logged.
 
-#![allow(dead_code)]
+#![allow(dead_code)] // each test file uses its own part
+
+pub mod export;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

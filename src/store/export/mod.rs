@@ -1,0 +1,254 @@
+//! Export of the conversation log to PostgreSQL, in the documented `messages` shape.
+//!
+//! The box logs to SQLite so it works with nothing else running; export copies that log to a
+//! central PostgreSQL for the original system's viewer, scripts and dashboards. The copy is
+//! incremental by SQLite `id` watermark, kept in PostgreSQL next to the rows
+//! (`lang_agent_export_state`) and moved in the same transaction as each batch, so a re-run
+//! copies nothing twice and a killed run loses nothing. This file holds the options and the
+//! copy loop; the PostgreSQL and SQLite sides, the `--sql` file, `--follow` and the progress
+//! display each have their own file.
+
+mod command;
+mod error;
+mod follow;
+mod postgres;
+mod progress;
+mod source;
+mod sql_file;
+mod target;
+
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+
+use crate::store::Store;
+
+pub use crate::config::redact_url;
+pub use command::run_command;
+pub use error::ExportError;
+pub use follow::{FollowOptions, follow, spawn_follower};
+pub use postgres::{MESSAGES_DDL, NOTIFY_CHANNEL, STATE_DDL};
+pub use progress::Progress;
+pub use sql_file::write_sql_file;
+pub use target::{APPLICATION_NAME, PgTarget};
+
+use postgres::BatchOutcome;
+
+/// Messages per transaction unless `--batch-size` says otherwise: large enough that COPY
+/// dominates the per-transaction round trips, small enough to commit every fraction of a second.
+pub const DEFAULT_BATCH_SIZE: usize = 10_000;
+
+/// A box's name in a shared table: the prefix of its conversation ids (`<box-id>/<id>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoxId(String);
+
+impl BoxId {
+    /// Accepts `[A-Za-z0-9._-]{1,64}`: safe in a URL path, a file name and a log line.
+    pub fn parse(name: &str) -> Result<BoxId, ExportError> {
+        let ok = (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if ok {
+            Ok(BoxId(name.to_string()))
+        } else {
+            Err(ExportError::BadBoxId(name.to_string()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// How to copy: shared by `export`, `export --follow`, `export --sql` and serve's follower.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportOptions {
+    pub box_id: Option<BoxId>,
+    pub batch_size: usize,
+}
+
+impl ExportOptions {
+    pub fn new(box_id: Option<&str>, batch_size: usize) -> Result<ExportOptions, ExportError> {
+        if batch_size == 0 {
+            return Err(ExportError::BadBatchSize);
+        }
+        Ok(ExportOptions {
+            box_id: box_id.map(BoxId::parse).transpose()?,
+            batch_size,
+        })
+    }
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            box_id: None,
+            batch_size: DEFAULT_BATCH_SIZE,
+        }
+    }
+}
+
+/// What one run copied.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExportSummary {
+    pub rows: u64,
+    pub elapsed: Duration,
+    /// The highest SQLite id now in PostgreSQL.
+    pub last_id: i64,
+}
+
+impl ExportSummary {
+    pub fn rows_per_sec(&self) -> f64 {
+        self.rows as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// A connection to the target, with the schema ready and this source's progress row made.
+pub struct Exporter {
+    client: Client,
+    store: Store,
+    source_id: String,
+    options: ExportOptions,
+    last_id: i64,
+}
+
+impl Exporter {
+    /// Connects, checks or creates the tables, and reads where this source left off.
+    pub async fn connect(
+        store: &Store,
+        target: &PgTarget,
+        options: &ExportOptions,
+    ) -> Result<Exporter, ExportError> {
+        let source_id = source::source_id(store).await?;
+        let mut client = target.connect().await?;
+        postgres::prepare_schema(&mut client).await?;
+        let last_id =
+            postgres::start_progress(&client, &source_id, options.box_id.as_ref()).await?;
+        Ok(Exporter {
+            client,
+            store: store.clone(),
+            source_id,
+            options: options.clone(),
+            last_id,
+        })
+    }
+
+    /// The highest SQLite id already in PostgreSQL.
+    pub fn last_id(&self) -> i64 {
+        self.last_id
+    }
+
+    /// Messages stored but not exported yet.
+    pub async fn pending(&self) -> Result<u64, ExportError> {
+        source::count_after(&self.store, self.last_id).await
+    }
+
+    /// Copies every message stored so far, batch by batch; `progress` hears of each commit.
+    /// The next batch is read from SQLite while the current one is written to PostgreSQL.
+    pub async fn copy_new(
+        &mut self,
+        progress: &mut Progress,
+    ) -> Result<ExportSummary, ExportError> {
+        let started = Instant::now();
+        let mut copied = 0u64;
+        let mut next = self.spawn_read(self.last_id);
+        loop {
+            let batch = join_read(next).await?;
+            let Some(batch_last) = batch.last().map(|r| r.source_id) else {
+                break;
+            };
+            next = self.spawn_read(batch_last);
+            let outcome = postgres::write_batch(
+                &mut self.client,
+                &self.source_id,
+                self.options.box_id.as_ref(),
+                self.last_id,
+                &batch,
+            )
+            .await;
+            match outcome {
+                Ok(BatchOutcome::Committed) => {
+                    self.last_id = batch_last;
+                    copied += batch.len() as u64;
+                    progress.advance(batch.len() as u64);
+                }
+                Ok(BatchOutcome::Moved(elsewhere)) => {
+                    tracing::info!(
+                        "export: another exporter of this database moved on to id {elsewhere}; following it"
+                    );
+                    next.abort();
+                    self.last_id = elsewhere;
+                    next = self.spawn_read(elsewhere);
+                }
+                Err(e) => {
+                    next.abort();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(ExportSummary {
+            rows: copied,
+            elapsed: started.elapsed(),
+            last_id: self.last_id,
+        })
+    }
+
+    /// Starts reading the batch after `after_id` on the blocking pool, right away.
+    fn spawn_read(
+        &self,
+        after_id: i64,
+    ) -> tokio::task::JoinHandle<Result<Vec<source::ExportRow>, ExportError>> {
+        let store = self.store.clone();
+        let limit = self.options.batch_size;
+        let box_id = self.options.box_id.clone();
+        tokio::spawn(async move { source::read_batch(&store, after_id, limit, box_id).await })
+    }
+}
+
+async fn join_read(
+    handle: tokio::task::JoinHandle<Result<Vec<source::ExportRow>, ExportError>>,
+) -> Result<Vec<source::ExportRow>, ExportError> {
+    handle
+        .await
+        .map_err(|e| ExportError::Store(crate::store::StoreError::Task(e.to_string())))?
+}
+
+/// One complete run: connect, prepare, copy everything stored so far.
+pub async fn export_once(
+    store: &Store,
+    target: &PgTarget,
+    options: &ExportOptions,
+    show_progress: bool,
+) -> Result<ExportSummary, ExportError> {
+    let mut exporter = Exporter::connect(store, target, options).await?;
+    let pending = exporter.pending().await?;
+    let mut progress = if show_progress {
+        Progress::new(pending)
+    } else {
+        Progress::hidden()
+    };
+    let summary = exporter.copy_new(&mut progress).await;
+    progress.finish();
+    summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn box_ids_are_short_plain_names() {
+        for good in ["kitchen", "box-01", "a.b_c", &"x".repeat(64)] {
+            assert_eq!(BoxId::parse(good).unwrap().as_str(), good);
+        }
+        for bad in ["", "has space", "slash/inside", "ünïcode", &"x".repeat(65)] {
+            let err = BoxId::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("A-Z a-z 0-9 . _ -"), "{err}");
+        }
+        assert!(matches!(
+            ExportOptions::new(None, 0),
+            Err(ExportError::BadBatchSize)
+        ));
+    }
+}

@@ -1,0 +1,127 @@
+//! The PostgreSQL to export to: its URL, checked once, shown only with the password hidden.
+//!
+//! The URL usually carries a password (`postgresql://user:password@host/db`, the original
+//! system's `CONN_STR`), and export errors are printed and logged, so the only printable form
+//! of a target is [`PgTarget::redacted`]. Connections are plain TCP (no TLS), as on a LAN box.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls};
+
+use super::ExportError;
+use crate::config::redact_url;
+
+/// Shown in `pg_stat_activity`, so an operator (or a test) can find the exporter's session.
+pub const APPLICATION_NAME: &str = "lang-agent export";
+
+/// A parsed PostgreSQL URL.
+#[derive(Clone)]
+pub struct PgTarget {
+    config: tokio_postgres::Config,
+    redacted: String,
+}
+
+impl PgTarget {
+    /// Parses a `postgres://` or `postgresql://` URL.
+    pub fn parse(url: &str) -> Result<PgTarget, ExportError> {
+        let url = url.trim();
+        let redacted = redact_url(url);
+        let bad = |reason: &str| ExportError::BadUrl {
+            url: redacted.clone(),
+            reason: reason.to_string(),
+        };
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(bad("it must start with postgresql:// or postgres://"));
+        }
+        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| bad(&e.to_string()))?;
+        if config.get_hosts().is_empty() {
+            return Err(bad("it names no host"));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name(APPLICATION_NAME);
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        // A server that vanishes without closing the socket is noticed within about a minute.
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30));
+        Ok(PgTarget { config, redacted })
+    }
+
+    /// The URL with its password replaced by `***`: the only form fit to print.
+    pub fn redacted(&self) -> &str {
+        &self.redacted
+    }
+
+    /// Opens a connection; its driver task runs on the current runtime until the client drops.
+    pub(crate) async fn connect(&self) -> Result<Client, ExportError> {
+        let (client, connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(|e| ExportError::connect(&self.redacted, e))?;
+        let shown = self.redacted.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("export: connection to {shown} ended: {e}");
+            }
+        });
+        Ok(client)
+    }
+}
+
+impl fmt::Debug for PgTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PgTarget").field(&self.redacted).finish()
+    }
+}
+
+impl fmt::Display for PgTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            redact_url("postgresql://myapp_user:secure_password_123@localhost/ai_conversations"),
+            "postgresql://myapp_user:***@localhost/ai_conversations"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p@ss@h:5432/db?sslmode=disable&password=x"),
+            "postgres://u:***@h:5432/db?sslmode=disable&password=***"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact_url("host=h password=x user=u"),
+            "host=h password=*** user=u"
+        );
+        assert_eq!(redact_url("u:hunter2@h/db"), "u:***@h/db");
+        let target = PgTarget::parse("postgresql://u:hunter2@127.0.0.1/db").unwrap();
+        assert!(!format!("{target} {target:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn only_postgres_urls_are_accepted_and_the_error_hides_the_password() {
+        for url in [
+            "http://u:hunter2@h/db",
+            "u:hunter2@h/db",
+            "host=h password=hunter2",
+            "postgres://u:hunter2@h:notaport/db",
+        ] {
+            let err = PgTarget::parse(url).unwrap_err().to_string();
+            assert!(err.starts_with("not a PostgreSQL URL: "), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        assert!(PgTarget::parse("postgres://postgres@127.0.0.1:5432/test").is_ok());
+    }
+}
