@@ -66,7 +66,12 @@ async fn no_auth_opens_the_api_with_a_warning() {
 
 fn start_fails(extra: &[&str], env: &[(&str, &str)], base_url: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let mut proc = Proc::spawn(Server::command(&dir.path().join("d"), base_url, extra, env));
+    let mut proc = Proc::spawn(Server::command(
+        &dir.path().join("d"),
+        Some(base_url),
+        extra,
+        env,
+    ));
     let code = proc.wait_exit();
     assert_ne!(code, Some(0), "start should fail: {}", proc.log());
     let log = proc.log();
@@ -89,22 +94,8 @@ fn bad_configuration_stops_the_start_with_one_line() {
     assert!(start_fails(&["--port", &port], &[], up).contains("cannot listen"));
     // The default upstream is DashScope, which needs a key.
     let dir = tempfile::tempdir().unwrap();
-    let mut no_key = std::process::Command::new(bin());
-    no_key
-        .args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--viewer-port",
-            "0",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("d"))
-        .env_remove("ALI_API_KEY")
-        .env_remove("ALI_BASE_URL")
-        .current_dir(dir.path());
+    let mut no_key = Server::command(&dir.path().join("d"), None, &[], &[]);
+    no_key.env_remove("ALI_API_KEY");
     let mut proc = Proc::spawn(no_key);
     assert_ne!(proc.wait_exit(), Some(0));
     assert!(

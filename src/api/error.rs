@@ -104,7 +104,12 @@ impl ApiError {
     }
 
     pub fn into_openai(self) -> Response {
-        (self.status(), Json(self.openai_body())).into_response()
+        let mut body = self.openai_body();
+        if self.kind == ErrorKind::InvalidApiKey {
+            // OpenAI's own wording, which clients and their docs match on.
+            body["error"]["message"] = "Incorrect API key provided.".into();
+        }
+        (self.status(), Json(body)).into_response()
     }
 }
 

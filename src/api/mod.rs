@@ -51,11 +51,17 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let dashscope = dashscope::routes().route_layer(middleware::from_fn_with_state(
         state.clone(),
-        require_key_dashscope,
+        |State(state): State<AppState>, request: Request, next: Next| {
+            require_key(state, request, next, |e| {
+                e.into_dashscope(&uuid::Uuid::new_v4().to_string())
+            })
+        },
     ));
     let openai = openai::routes().route_layer(middleware::from_fn_with_state(
         state.clone(),
-        require_key_openai,
+        |State(state): State<AppState>, request: Request, next: Next| {
+            require_key(state, request, next, ApiError::into_openai)
+        },
     ));
     Router::new()
         .merge(dashscope)
@@ -66,35 +72,21 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn authorized(state: &AppState, request: &Request) -> bool {
+/// Lets the request through with a valid key; otherwise refuses it in the protocol's shape.
+async fn require_key(
+    state: AppState,
+    request: Request,
+    next: Next,
+    refuse: fn(ApiError) -> Response,
+) -> Response {
     let header = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    state.keys.verify_header(header)
-}
-
-async fn require_key_dashscope(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if authorized(&state, &request) {
+    if state.keys.verify_header(header) {
         next.run(request).await
     } else {
-        ApiError::unauthorized().into_dashscope(&uuid::Uuid::new_v4().to_string())
-    }
-}
-
-async fn require_key_openai(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if authorized(&state, &request) {
-        next.run(request).await
-    } else {
-        ApiError::new(ErrorKind::InvalidApiKey, "Incorrect API key provided.").into_openai()
+        refuse(ApiError::unauthorized())
     }
 }
 

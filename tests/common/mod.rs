@@ -159,7 +159,7 @@ impl Server {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
-        let proc = Proc::spawn(Self::command(data_dir, upstream, extra, env));
+        let proc = Proc::spawn(Self::command(data_dir, Some(upstream), extra, env));
         let line = proc.wait_for_line("lang-agent ready");
         let addr = line
             .split_whitespace()
@@ -172,9 +172,10 @@ impl Server {
         }
     }
 
+    /// The `serve` command line; without `upstream`, the default (DashScope) applies.
     pub fn command(
         data_dir: &Path,
-        upstream: &str,
+        upstream: Option<&str>,
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Command {
@@ -191,7 +192,7 @@ impl Server {
             ])
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--base-url", upstream])
+            .args(upstream.map(|u| ["--base-url", u]).into_iter().flatten())
             .args(extra)
             .env_remove("FAST_AUTH_KEYS")
             .env_remove("ALI_BASE_URL")
