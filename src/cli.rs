@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "lang-agent", version, about = "Voice-assistant brain for Xiaozhi boxes")]
+#[command(
+    name = "lang-agent",
+    version,
+    about = "Voice-assistant brain for Xiaozhi boxes"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -41,6 +45,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// A scripted OpenAI-compatible fake upstream, for tests and benchmarks.
     MockLlm(MockLlmArgs),
+    /// Only the conversation viewer, over this box's SQLite file or a fleet's PostgreSQL.
+    Viewer(ViewerArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -74,6 +80,10 @@ pub struct ServeArgs {
     /// use the upstream key.
     #[arg(long)]
     pub no_auth: bool,
+    /// Open the conversation viewer without login. Only for a trusted LAN: anyone who can
+    /// reach the viewer port reads (and can delete) every conversation.
+    #[arg(long)]
+    pub viewer_open: bool,
     /// Upstream connect timeout, seconds.
     #[arg(long, default_value_t = 5)]
     pub llm_connect_timeout_secs: u64,
@@ -83,6 +93,23 @@ pub struct ServeArgs {
     /// Attempts per upstream call when it fails before the first token (connect error, 429, 5xx).
     #[arg(long, default_value_t = 3)]
     pub llm_attempts: u32,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ViewerArgs {
+    /// The conversation log: a SQLite file, or a `postgres://` URL of a database in the
+    /// documented `messages` schema. Default: `CONN_STR`, else the SQLite file of `--data-dir`.
+    #[arg(long, env = "CONN_STR")]
+    pub db: Option<String>,
+    #[arg(long, default_value = "0.0.0.0")]
+    pub host: String,
+    /// 0 picks a free port; the address is printed either way.
+    #[arg(long, default_value_t = 8590)]
+    pub port: u16,
+    /// No login. Only for a trusted LAN: anyone who can reach the port reads (and can delete)
+    /// every conversation.
+    #[arg(long)]
+    pub open: bool,
 }
 
 #[derive(Debug, Args, Clone)]

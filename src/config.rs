@@ -83,8 +83,9 @@ impl Config {
             .or_else(|| env_nonempty("ALI_BASE_URL"))
             .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
         let base_url = base_url.trim_end_matches('/').to_string();
-        let parsed = reqwest::Url::parse(&base_url)
-            .map_err(|e| ConfigError(format!("upstream base URL {base_url:?} is not a URL: {e}")))?;
+        let parsed = reqwest::Url::parse(&base_url).map_err(|e| {
+            ConfigError(format!("upstream base URL {base_url:?} is not a URL: {e}"))
+        })?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(ConfigError(format!(
                 "upstream base URL {base_url:?} must start with http:// or https://"
@@ -120,7 +121,9 @@ impl Config {
             return Err(ConfigError("--llm-attempts must be at least 1".into()));
         }
         if args.history_max_messages == 0 {
-            return Err(ConfigError("--history-max-messages must be at least 1".into()));
+            return Err(ConfigError(
+                "--history-max-messages must be at least 1".into(),
+            ));
         }
         if args.keepalive_secs == 0 {
             return Err(ConfigError("--keepalive-secs must be at least 1".into()));
@@ -139,15 +142,7 @@ impl Config {
             }
             port => Some(socket_addr(&args.host, port)?),
         };
-        let auth_keys = env_nonempty("FAST_AUTH_KEYS")
-            .map(|keys| {
-                keys.split(',')
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty())
-                    .map(Secret::new)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let auth_keys = auth_keys_from_env();
         let serve = ServeConfig {
             api_addr,
             viewer_addr,
@@ -169,7 +164,21 @@ impl Config {
     }
 }
 
-fn socket_addr(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
+/// `FAST_AUTH_KEYS` (a comma list) as given; empty means "use or generate the data-dir key".
+/// Shared by `serve` and the standalone viewer, which log in with the same keys.
+pub fn auth_keys_from_env() -> Vec<Secret> {
+    env_nonempty("FAST_AUTH_KEYS")
+        .map(|keys| {
+            keys.split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(Secret::new)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn socket_addr(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let ip: std::net::IpAddr = host
         .parse()

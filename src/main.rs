@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(_args) => Err(format!("serve: not built yet ({:?})", config.data_dir)),
             Command::MockLlm(_args) => Err("mock-llm: not built yet".into()),
+            Command::Viewer(args) => lang_agent::viewer::run_standalone(&config, &args).await,
         }
     });
     match result {
@@ -43,5 +44,8 @@ fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("LANG_AGENT_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,hyper=warn,reqwest=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }

@@ -62,7 +62,10 @@ impl ApiKeys {
                 std::fs::create_dir_all(data_dir)?;
                 let key = generate_key()?;
                 write_private(&path, &key)?;
-                Ok((ApiKeys::from_keys(vec![Secret::new(key)]), KeySource::Generated))
+                Ok((
+                    ApiKeys::from_keys(vec![Secret::new(key)]),
+                    KeySource::Generated,
+                ))
             }
             Err(e) => Err(e),
         }
@@ -168,7 +171,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let (again, source) = ApiKeys::resolve(&[], false, dir.path()).unwrap();

@@ -162,7 +162,10 @@ impl Store {
     }
 
     /// Every message of a conversation, in order (viewer, export, tests).
-    pub async fn conversation(&self, conversation_id: &str) -> Result<Vec<StoredMessage>, StoreError> {
+    pub async fn conversation(
+        &self,
+        conversation_id: &str,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
         let conversation = conversation_id.to_string();
         self.run(move |conn| {
             let mut stmt = conn.prepare_cached(
@@ -284,11 +287,21 @@ mod tests {
     async fn sequence_numbers_count_from_one_per_conversation() {
         let (_dir, store) = open_temp();
         let a = store
-            .append("a", None, None, vec![NewMessage::new(MessageKind::Human, "hi")])
+            .append(
+                "a",
+                None,
+                None,
+                vec![NewMessage::new(MessageKind::Human, "hi")],
+            )
             .await
             .unwrap();
         let b = store
-            .append("b", None, None, vec![NewMessage::new(MessageKind::Human, "yo")])
+            .append(
+                "b",
+                None,
+                None,
+                vec![NewMessage::new(MessageKind::Human, "yo")],
+            )
             .await
             .unwrap();
         let a2 = store
@@ -314,7 +327,12 @@ mod tests {
         let (_dir, store) = open_temp();
         for i in 0..5 {
             store
-                .append("c", None, None, vec![NewMessage::new(MessageKind::Human, format!("m{i}"))])
+                .append(
+                    "c",
+                    None,
+                    None,
+                    vec![NewMessage::new(MessageKind::Human, format!("m{i}"))],
+                )
                 .await
                 .unwrap();
         }
@@ -331,12 +349,21 @@ mod tests {
         let (_dir, store) = open_temp();
         assert_eq!(store.enter_conversation("dev", "c1").await.unwrap(), None);
         store
-            .append("c1", Some("dev"), None, vec![NewMessage::new(MessageKind::Human, "x")])
+            .append(
+                "c1",
+                Some("dev"),
+                None,
+                vec![NewMessage::new(MessageKind::Human, "x")],
+            )
             .await
             .unwrap();
         assert_eq!(store.enter_conversation("dev", "c1").await.unwrap(), None);
         assert_eq!(
-            store.enter_conversation("dev", "c2").await.unwrap().as_deref(),
+            store
+                .enter_conversation("dev", "c2")
+                .await
+                .unwrap()
+                .as_deref(),
             Some("c1")
         );
         assert!(store.memory("c1", 10).await.unwrap().is_empty());
@@ -348,14 +375,25 @@ mod tests {
         let (_dir, store) = open_temp();
         let mut events = store.subscribe();
         store
-            .append("n", None, None, vec![NewMessage::new(MessageKind::Human, "1")])
+            .append(
+                "n",
+                None,
+                None,
+                vec![NewMessage::new(MessageKind::Human, "1")],
+            )
             .await
             .unwrap();
         store
             .append("n", None, None, vec![NewMessage::new(MessageKind::Ai, "2")])
             .await
             .unwrap();
-        assert_eq!(events.recv().await.unwrap(), StoreEvent::ConversationNew("n".into()));
-        assert_eq!(events.recv().await.unwrap(), StoreEvent::ConversationUpdated("n".into()));
+        assert_eq!(
+            events.recv().await.unwrap(),
+            StoreEvent::ConversationNew("n".into())
+        );
+        assert_eq!(
+            events.recv().await.unwrap(),
+            StoreEvent::ConversationUpdated("n".into())
+        );
     }
 }
