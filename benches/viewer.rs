@@ -18,21 +18,96 @@ const MESSAGES_PER_CONVERSATION: usize = 100;
 const REQUESTS: usize = 200;
 
 const WORDS: &[&str] = &[
-    "light", "kitchen", "music", "play", "turn", "on", "off", "please", "what", "time", "is",
-    "it", "today", "tomorrow", "weather", "rain", "sunny", "cloudy", "temperature", "degrees",
-    "set", "alarm", "seven", "morning", "evening", "remind", "me", "to", "buy", "milk", "bread",
-    "call", "mother", "volume", "louder", "quieter", "story", "tell", "a", "joke", "the", "door",
-    "window", "open", "close", "fan", "heater", "bedroom", "living", "room", "garden", "water",
-    "plants", "news", "headlines", "football", "score", "recipe", "noodles", "dumplings", "tea",
-    "coffee", "timer", "minutes", "hours", "traffic", "road", "work", "school", "homework",
-    "math", "english", "translate", "hello", "thanks", "goodbye", "好的", "谢谢", "今天", "天气",
+    "light",
+    "kitchen",
+    "music",
+    "play",
+    "turn",
+    "on",
+    "off",
+    "please",
+    "what",
+    "time",
+    "is",
+    "it",
+    "today",
+    "tomorrow",
+    "weather",
+    "rain",
+    "sunny",
+    "cloudy",
+    "temperature",
+    "degrees",
+    "set",
+    "alarm",
+    "seven",
+    "morning",
+    "evening",
+    "remind",
+    "me",
+    "to",
+    "buy",
+    "milk",
+    "bread",
+    "call",
+    "mother",
+    "volume",
+    "louder",
+    "quieter",
+    "story",
+    "tell",
+    "a",
+    "joke",
+    "the",
+    "door",
+    "window",
+    "open",
+    "close",
+    "fan",
+    "heater",
+    "bedroom",
+    "living",
+    "room",
+    "garden",
+    "water",
+    "plants",
+    "news",
+    "headlines",
+    "football",
+    "score",
+    "recipe",
+    "noodles",
+    "dumplings",
+    "tea",
+    "coffee",
+    "timer",
+    "minutes",
+    "hours",
+    "traffic",
+    "road",
+    "work",
+    "school",
+    "homework",
+    "math",
+    "english",
+    "translate",
+    "hello",
+    "thanks",
+    "goodbye",
+    "好的",
+    "谢谢",
+    "今天",
+    "天气",
 ];
 
 /// A small deterministic generator, so every run seeds the same data.
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
     fn sentence(&mut self, words: usize) -> String {
@@ -41,7 +116,7 @@ impl Lcg {
             out.push(WORDS[self.next() as usize % WORDS.len()]);
         }
         // One message in a thousand mentions an umbrella: a selective search.
-        if self.next() % 1000 == 0 {
+        if self.next().is_multiple_of(1000) {
             out.push("umbrella");
         }
         out.join(" ")
@@ -51,7 +126,8 @@ impl Lcg {
 fn seed(store_path: &std::path::Path) {
     let started = Instant::now();
     let mut conn = rusqlite::Connection::open(store_path).expect("open for seeding");
-    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF;").unwrap();
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF;")
+        .unwrap();
     let tx = conn.transaction().unwrap();
     {
         let mut conversation = tx
@@ -87,9 +163,10 @@ fn seed(store_path: &std::path::Path) {
                 ])
                 .unwrap();
             for seq in 1..=MESSAGES_PER_CONVERSATION {
+                let extra = rng.next() as usize;
                 let (kind, text) = match seq % 4 {
-                    1 | 3 => ("human", rng.sentence(6 + (rng.next() % 8) as usize)),
-                    2 => ("ai", rng.sentence(12 + (rng.next() % 20) as usize)),
+                    1 | 3 => ("human", rng.sentence(6 + extra % 8)),
+                    2 => ("ai", rng.sentence(12 + extra % 20)),
                     _ => (
                         "tool",
                         serde_json::json!({"result": rng.sentence(5), "ok": true, "n": rng.next() % 100})
@@ -120,8 +197,14 @@ async fn measure(app: &axum::Router, label: &str, uri: &str) {
             .oneshot(Request::get(uri).body(Body::empty()).unwrap())
             .await
             .unwrap();
-        assert!(response.status().is_success(), "{uri}: {}", response.status());
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        assert!(
+            response.status().is_success(),
+            "{uri}: {}",
+            response.status()
+        );
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
         let took = started.elapsed();
         bytes = body.len();
         if i >= 10 {
@@ -145,7 +228,10 @@ fn main() {
     // Creates the schema (with the search index and its triggers), then bulk-loads.
     drop(Store::open(&path).unwrap());
     seed(&path);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let store = Store::open(&path).unwrap();
         let app = router(Source::from_store(store), Access::open());

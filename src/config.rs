@@ -59,6 +59,8 @@ pub struct ServeConfig {
     /// `FAST_AUTH_KEYS` as given; empty means "use or generate the data-dir key".
     pub auth_keys: Vec<Secret>,
     pub no_auth: bool,
+    /// `--viewer-open`: the viewer without login (trusted LAN only).
+    pub viewer_open: bool,
 }
 
 /// The whole configuration of one process.
@@ -154,6 +156,7 @@ impl Config {
             max_body_bytes: args.max_body_bytes,
             auth_keys,
             no_auth: args.no_auth,
+            viewer_open: args.viewer_open,
         };
         Ok((self, serve))
     }

@@ -53,7 +53,7 @@ async fn start_chromedriver() -> Driver {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
     };
-    let child = Command::new(CHROMEDRIVER)
+    let mut child = Command::new(CHROMEDRIVER)
         .arg(format!("--port={port}"))
         .arg("--allowed-ips=127.0.0.1")
         .stdout(Stdio::null())
@@ -63,13 +63,15 @@ async fn start_chromedriver() -> Driver {
     let url = format!("http://127.0.0.1:{port}");
     let client = http();
     for _ in 0..100 {
-        if let Ok(r) = client.get(format!("{url}/status")).send().await {
-            if r.status().is_success() {
-                return Driver { child, url };
-            }
+        if let Ok(r) = client.get(format!("{url}/status")).send().await
+            && r.status().is_success()
+        {
+            return Driver { child, url };
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("chromedriver did not answer on {url}");
 }
 
@@ -90,8 +92,11 @@ async fn browser(driver: &Driver, profile: &Path) -> WebDriver {
     ] {
         caps.add_arg(arg).unwrap();
     }
-    caps.add_arg(&format!("--user-data-dir={}", profile.display())).unwrap();
-    let web = WebDriver::new(&driver.url, caps).await.expect("start chromium");
+    caps.add_arg(&format!("--user-data-dir={}", profile.display()))
+        .unwrap();
+    let web = WebDriver::new(&driver.url, caps)
+        .await
+        .expect("start chromium");
     web.set_window_rect(0, 0, 1280, 860).await.unwrap();
     web
 }
@@ -104,7 +109,10 @@ async fn wait_for(web: &WebDriver, css: &str) -> WebElement {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("{css} did not appear within 10 s at {:?}", web.current_url().await);
+    panic!(
+        "{css} did not appear within 10 s at {:?}",
+        web.current_url().await
+    );
 }
 
 /// Waits (up to 10 s) until `css` matches nothing.
@@ -132,7 +140,9 @@ async fn color_scheme(web: &WebDriver, dark: bool) {
 async fn shot(web: &WebDriver, name: &str) {
     // Let fonts, animations and the script's local times settle.
     tokio::time::sleep(Duration::from_millis(700)).await;
-    web.screenshot(&artifacts().join(format!("{name}.png"))).await.expect("screenshot");
+    web.screenshot(&artifacts().join(format!("{name}.png")))
+        .await
+        .expect("screenshot");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,7 +165,10 @@ async fn run(web: &WebDriver, base: &str, writer: &Store) -> WebDriverResult<()>
     web.goto(format!("{base}/c/kitchen-morning_dev1")).await?;
     assert!(web.current_url().await?.path().starts_with("/login"));
     shot(web, "01-login").await;
-    web.find(By::Id("key")).await?.send_keys("wrong-key").await?;
+    web.find(By::Id("key"))
+        .await?
+        .send_keys("wrong-key")
+        .await?;
     web.find(By::Id("login-submit")).await?.click().await?;
     wait_for(web, "#login-error").await;
     web.find(By::Id("key")).await?.send_keys(KEY).await?;
@@ -172,20 +185,48 @@ async fn run(web: &WebDriver, base: &str, writer: &Store) -> WebDriverResult<()>
     let human_x = humans[0].find(By::Css(".bubble")).await?.rect().await?.x;
     let ai_x = ais[0].find(By::Css(".bubble")).await?.rect().await?.x;
     let tool_x = tools[0].find(By::Css(".bubble")).await?.rect().await?.x;
-    assert!(human_x > ai_x + 100.0 && (tool_x - ai_x).abs() < 2.0, "{human_x} {ai_x} {tool_x}");
+    assert!(
+        human_x > ai_x + 100.0 && (tool_x - ai_x).abs() < 2.0,
+        "{human_x} {ai_x} {tool_x}"
+    );
     // Blue, green, orange with a border.
-    let human_bg = humans[0].find(By::Css(".bubble")).await?.css_value("background-color").await?;
-    let ai_bg = ais[0].find(By::Css(".bubble")).await?.css_value("background-color").await?;
+    let human_bg = humans[0]
+        .find(By::Css(".bubble"))
+        .await?
+        .css_value("background-color")
+        .await?;
+    let ai_bg = ais[0]
+        .find(By::Css(".bubble"))
+        .await?
+        .css_value("background-color")
+        .await?;
     let tool_bubble = tools[0].find(By::Css(".bubble")).await?;
     assert_eq!(human_bg, "rgba(37, 99, 235, 1)");
     assert_eq!(ai_bg, "rgba(220, 245, 227, 1)");
     assert_eq!(tool_bubble.css_value("border-top-style").await?, "solid");
-    assert_eq!(tool_bubble.css_value("border-top-color").await?, "rgba(245, 158, 11, 1)");
+    assert_eq!(
+        tool_bubble.css_value("border-top-color").await?,
+        "rgba(245, 158, 11, 1)"
+    );
     // Tool JSON pretty-printed; the long one starts collapsed.
     let short = tools[0].find(By::Css("details")).await?;
     assert!(short.attr("open").await?.is_some());
-    assert!(short.find(By::Css("pre")).await?.text().await?.contains("\"temp_c\": 21"));
-    assert!(tools[1].find(By::Css("details")).await?.attr("open").await?.is_none());
+    assert!(
+        short
+            .find(By::Css("pre"))
+            .await?
+            .text()
+            .await?
+            .contains("\"temp_c\": 21")
+    );
+    assert!(
+        tools[1]
+            .find(By::Css("details"))
+            .await?
+            .attr("open")
+            .await?
+            .is_none()
+    );
     // Times are the reader's local times, not the server's UTC fallback.
     let time = messages.find(By::Css("time")).await?.text().await?;
     assert!(!time.contains("UTC"), "{time}");
@@ -204,11 +245,19 @@ async fn run(web: &WebDriver, base: &str, writer: &Store) -> WebDriverResult<()>
         .await
         .unwrap();
     let arrived = wait_for(web, "#m8.msg.human").await;
-    assert_eq!(arrived.text().await?.lines().next(), Some("Thanks! Arrived live?"));
+    assert_eq!(
+        arrived.text().await?.lines().next(),
+        Some("Thanks! Arrived live?")
+    );
     assert_eq!(web.find(By::Id("message-count")).await?.text().await?, "8");
     // And a brand-new conversation shows up in the list.
     writer
-        .append("hallway_dev5", Some("dev5"), None, vec![NewMessage::new(MessageKind::Human, "Lights off")])
+        .append(
+            "hallway_dev5",
+            Some("dev5"),
+            None,
+            vec![NewMessage::new(MessageKind::Human, "Lights off")],
+        )
         .await
         .unwrap();
     wait_for(web, "a.conv[data-id='hallway_dev5']").await;
@@ -241,7 +290,13 @@ async fn run(web: &WebDriver, base: &str, writer: &Store) -> WebDriverResult<()>
     web.find(By::Id("confirm-delete")).await?.click().await?;
     wait_for(web, ".welcome").await;
     wait_gone(web, "a.conv[data-id='living-room_dev2']").await;
-    assert!(writer.conversation("living-room_dev2").await.unwrap().is_empty());
+    assert!(
+        writer
+            .conversation("living-room_dev2")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Dark mode and a phone.
     color_scheme(web, true).await;

@@ -28,7 +28,10 @@ impl TempDatabase {
             .as_nanos();
         let name = format!("viewer_test_{}_{nanos}", std::process::id());
         let admin = admin().await;
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
         TempDatabase {
             url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
             name,
@@ -41,10 +44,15 @@ impl Drop for TempDatabase {
         let name = self.name.clone();
         // Drop runs inside the test's runtime; use a thread with a runtime of its own.
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 let admin = admin().await;
-                let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                let _ = admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
             });
         })
         .join()
@@ -57,9 +65,13 @@ async fn admin() -> tokio_postgres::Client {
 }
 
 async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap_or_else(|e| {
-        panic!("PostgreSQL at {url} is needed for this test (is the local server running?): {e}")
-    });
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL at {url} is needed for this test (is the local server running?): {e}"
+            )
+        });
     tokio::spawn(connection);
     client
 }
@@ -90,7 +102,9 @@ async fn fleet() -> (TempDatabase, tokio_postgres::Client, String) {
     let db = TempDatabase::create().await;
     let client = connect(&db.url).await;
     client.batch_execute(SCHEMA).await.expect("schema");
-    let source = Source::connect_postgres(&db.url).await.expect("connect the viewer");
+    let source = Source::connect_postgres(&db.url)
+        .await
+        .expect("connect the viewer");
     let app = router(source, Access::open());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -115,7 +129,8 @@ fn rows(page: &str) -> Vec<String> {
 #[tokio::test]
 async fn reads_the_documented_table_with_boxes_devices_and_search() {
     let (_db, _client, base) = fleet().await;
-    let list: serde_json::Value = serde_json::from_str(&get_text(&base, "/api/conversations").await).unwrap();
+    let list: serde_json::Value =
+        serde_json::from_str(&get_text(&base, "/api/conversations").await).unwrap();
     assert_eq!(
         list,
         serde_json::json!([
@@ -124,8 +139,10 @@ async fn reads_the_documented_table_with_boxes_devices_and_search() {
             {"conversation_id": "legacy-thread", "message_count": 1, "last_updated": "2024-04-01T10:00:00.000Z"},
         ])
     );
-    let messages: serde_json::Value =
-        serde_json::from_str(&get_text(&base, "/api/conversations/kitchen%2Fmorning_dev1/messages").await).unwrap();
+    let messages: serde_json::Value = serde_json::from_str(
+        &get_text(&base, "/api/conversations/kitchen%2Fmorning_dev1/messages").await,
+    )
+    .unwrap();
     assert_eq!(messages.as_array().unwrap().len(), 4);
     assert_eq!(
         messages[2],
@@ -133,15 +150,45 @@ async fn reads_the_documented_table_with_boxes_devices_and_search() {
     );
 
     let page = get_text(&base, "/").await;
-    assert_eq!(rows(&page), ["garage/evening_dev2", "kitchen/morning_dev1", "legacy-thread"]);
-    assert!(page.contains(r#"<span class="badge">kitchen</span><span class="conv-id">morning_dev1</span>"#));
-    assert!(page.contains(r#"<option value="garage">garage</option>"#), "boxes listed");
-    assert!(page.contains(r#"<option value="dev2">dev2</option>"#), "devices by the naming rule");
-    assert_eq!(rows(&get_text(&base, "/?box=kitchen").await), ["kitchen/morning_dev1"]);
-    assert_eq!(rows(&get_text(&base, "/?device=dev2").await), ["garage/evening_dev2"]);
-    assert_eq!(rows(&get_text(&base, "/?q=hangzhou").await), ["kitchen/morning_dev1"]);
-    assert_eq!(rows(&get_text(&base, "/?q=50%25").await), Vec::<String>::new());
-    assert_eq!(rows(&get_text(&base, "/?from=2024-05-02&tz=0").await), ["garage/evening_dev2"]);
+    assert_eq!(
+        rows(&page),
+        [
+            "garage/evening_dev2",
+            "kitchen/morning_dev1",
+            "legacy-thread"
+        ]
+    );
+    assert!(page.contains(
+        r#"<span class="badge">kitchen</span><span class="conv-id">morning_dev1</span>"#
+    ));
+    assert!(
+        page.contains(r#"<option value="garage">garage</option>"#),
+        "boxes listed"
+    );
+    assert!(
+        page.contains(r#"<option value="dev2">dev2</option>"#),
+        "devices by the naming rule"
+    );
+    assert_eq!(
+        rows(&get_text(&base, "/?box=kitchen").await),
+        ["kitchen/morning_dev1"]
+    );
+    assert_eq!(
+        rows(&get_text(&base, "/?device=dev2").await),
+        ["garage/evening_dev2"]
+    );
+    assert_eq!(
+        rows(&get_text(&base, "/?q=hangzhou").await),
+        ["kitchen/morning_dev1"]
+    );
+    assert_eq!(
+        rows(&get_text(&base, "/?q=50%25").await),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        rows(&get_text(&base, "/?from=2024-05-02&tz=0").await),
+        ["garage/evening_dev2"]
+    );
 
     let page = get_text(&base, "/c/garage%2Fevening_dev2").await;
     assert!(page.contains("Close the door &#60;now&#62;"), "escaped");
@@ -174,7 +221,11 @@ async fn next_event(
 #[tokio::test]
 async fn live_updates_come_from_listen_notify_and_delete_works() {
     let (_db, client, base) = fleet().await;
-    let r = http().get(format!("{base}/api/events")).send().await.unwrap();
+    let r = http()
+        .get(format!("{base}/api/events"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let mut stream = r.bytes_stream();
     let mut buffer = String::new();
@@ -191,7 +242,10 @@ async fn live_updates_come_from_listen_notify_and_delete_works() {
         .unwrap();
     assert_eq!(
         next_event(&mut stream, &mut buffer).await,
-        ("conversation_updated".into(), r#"{"conversation_id":"kitchen/morning_dev1"}"#.into())
+        (
+            "conversation_updated".into(),
+            r#"{"conversation_id":"kitchen/morning_dev1"}"#.into()
+        )
     );
     // "Something changed" finds the new conversation by itself.
     client
@@ -204,7 +258,10 @@ async fn live_updates_come_from_listen_notify_and_delete_works() {
         .unwrap();
     assert_eq!(
         next_event(&mut stream, &mut buffer).await,
-        ("conversation_new".into(), r#"{"conversation_id":"garage/night_dev3"}"#.into())
+        (
+            "conversation_new".into(),
+            r#"{"conversation_id":"garage/night_dev3"}"#.into()
+        )
     );
 
     // Delete through the page (open access still needs the page's CSRF token).
@@ -226,10 +283,16 @@ async fn live_updates_come_from_listen_notify_and_delete_works() {
     assert_eq!(r.status(), 303);
     assert_eq!(
         next_event(&mut stream, &mut buffer).await,
-        ("conversation_deleted".into(), r#"{"conversation_id":"garage/night_dev3"}"#.into())
+        (
+            "conversation_deleted".into(),
+            r#"{"conversation_id":"garage/night_dev3"}"#.into()
+        )
     );
     let left: i64 = client
-        .query_one("SELECT count(*) FROM messages WHERE conversation_id = 'garage/night_dev3'", &[])
+        .query_one(
+            "SELECT count(*) FROM messages WHERE conversation_id = 'garage/night_dev3'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);

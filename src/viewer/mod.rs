@@ -112,6 +112,20 @@ pub fn router(source: Source, access: Access) -> Router {
         .with_state(state)
 }
 
+/// The viewer's access for `serve`: login with the server's API keys, or open with
+/// `--viewer-open` (or `--no-auth`, whose keys are open), with a loud warning.
+pub fn access_for_serve(keys: &ApiKeys, viewer_open: bool) -> Access {
+    if viewer_open || keys.is_open() {
+        tracing::warn!(
+            "viewer: OPEN, NO LOGIN (--viewer-open or --no-auth). Anyone who can reach the viewer \
+             port reads and can delete every conversation. Use only on a trusted LAN."
+        );
+        Access::open()
+    } else {
+        Access::login(keys.clone())
+    }
+}
+
 /// Headers on every answer: only this origin's scripts and styles run, nothing frames the
 /// pages, and private pages are never cached by the browser or a proxy.
 async fn security_headers(request: Request, next: Next) -> Response {

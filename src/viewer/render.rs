@@ -105,6 +105,8 @@ pub struct MessageBubble {
     pub summary: String,
     pub line_count: usize,
     pub tool_calls: Option<String>,
+    /// The functions an ai message called, for the folded tool-call summary.
+    pub called: String,
     pub interrupted: bool,
     /// Contains the searched text.
     pub matches: bool,
@@ -153,6 +155,11 @@ pub fn message_bubble(m: &Message, search: Option<&str>) -> MessageBubble {
         summary,
         line_count,
         tool_calls: m.tool_calls.as_deref().map(pretty_json),
+        called: m
+            .tool_calls
+            .as_deref()
+            .map(called_functions)
+            .unwrap_or_default(),
         interrupted: m.interrupted,
         matches,
     }
@@ -166,6 +173,16 @@ pub fn pretty_json(text: &str) -> String {
         }
         _ => text.to_string(),
     }
+}
+
+/// `get_weather, set_alarm` from an OpenAI-style `tool_calls` array.
+fn called_functions(tool_calls: &str) -> String {
+    let calls: Vec<serde_json::Value> = serde_json::from_str(tool_calls).unwrap_or_default();
+    calls
+        .iter()
+        .filter_map(|c| c["function"]["name"].as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn contains_ignoring_case(haystack: &str, needle: &str) -> bool {
@@ -205,6 +222,11 @@ mod tests {
         assert!(message_bubble(&m, None).collapsed);
         m.content = "plain words".into();
         assert_eq!(message_bubble(&m, None).body, "plain words");
+        m.message_type = "ai".into();
+        m.tool_calls = Some(
+            r#"[{"id":"1","function":{"name":"get_weather","arguments":"{}"}},{"id":"2","function":{"name":"set_alarm"}}]"#.into(),
+        );
+        assert_eq!(message_bubble(&m, None).called, "get_weather, set_alarm");
     }
 
     #[test]
