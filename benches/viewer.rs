@@ -222,6 +222,29 @@ async fn measure(app: &axum::Router, label: &str, uri: &str) {
     );
 }
 
+/// p50 and p99 (ms) of appending one human + ai turn to fresh conversations.
+async fn append_times(store: &Store, tag: &str) -> (f64, f64) {
+    use lang_agent::store::{MessageKind, NewMessage};
+    let mut times = Vec::new();
+    for i in 0..500 {
+        let turn = vec![
+            NewMessage::new(MessageKind::Human, "turn on the kitchen light please"),
+            NewMessage::new(
+                MessageKind::Ai,
+                "The kitchen light is on now. Anything else?",
+            ),
+        ];
+        let started = Instant::now();
+        store
+            .append(&format!("append-{tag}-{i}"), Some("devx"), None, turn)
+            .await
+            .unwrap();
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], times[times.len() * 99 / 100])
+}
+
 fn main() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bench.sqlite3");
@@ -234,7 +257,7 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         let store = Store::open(&path).unwrap();
-        let app = router(Source::from_store(store), Access::open());
+        let app = router(Source::from_store(store.clone()), Access::open());
         println!("viewer server time, {REQUESTS} requests each, 10,000 conversations / 1,000,000 messages:");
         measure(&app, "list page (newest)", "/").await;
         measure(&app, "list page 100 of 200", "/?page=100").await;
@@ -245,5 +268,22 @@ fn main() {
         measure(&app, "search, 2 chars (LIKE scan)", "/?q=%E5%A5%BD%E7%9A%84").await;
         measure(&app, "API conversation messages", "/api/conversations/conv-05000_dev0/messages").await;
         measure(&app, "sidebar fragment (live update)", "/fragments/sidebar").await;
+
+        // The write path: what the search index's trigger costs each logged turn.
+        let with_index = append_times(&store, "with-index").await;
+        store
+            .run(|c| {
+                c.execute_batch(
+                    "DROP TRIGGER messages_fts_insert; DROP TRIGGER messages_fts_delete;
+                     DROP TRIGGER messages_fts_update;",
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let without = append_times(&store, "no-index").await;
+        println!("Store::append of one turn (human + ai), 500 appends, sequential:");
+        println!("  with the search-index trigger      p50 {:>6.3} ms   p99 {:>6.3} ms", with_index.0, with_index.1);
+        println!("  without it (for comparison)        p50 {:>6.3} ms   p99 {:>6.3} ms", without.0, without.1);
     });
 }
