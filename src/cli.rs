@@ -49,6 +49,8 @@ pub enum Command {
     MockLlm(MockLlmArgs),
     /// Copy the conversation log to PostgreSQL (or to a file `psql -f` loads), incrementally.
     Export(ExportArgs),
+    /// Only the conversation viewer, over this box's SQLite file or a fleet's PostgreSQL.
+    Viewer(ViewerArgs),
 }
 
 /// `lang-agent export`: where to, and how.
@@ -140,6 +142,10 @@ pub struct ServeArgs {
     /// use the upstream key.
     #[arg(long)]
     pub no_auth: bool,
+    /// Open the conversation viewer without login. Only for a trusted LAN: anyone who can
+    /// reach the viewer port reads (and can delete) every conversation.
+    #[arg(long)]
+    pub viewer_open: bool,
     /// Upstream connect timeout, seconds.
     #[arg(long, default_value_t = 5)]
     pub llm_connect_timeout_secs: u64,
@@ -158,6 +164,23 @@ pub struct ServeArgs {
     /// With --export-to: seconds between looks for new messages.
     #[arg(long, default_value_t = 2)]
     pub export_interval_secs: u64,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ViewerArgs {
+    /// The conversation log: a SQLite file, or a `postgres://` URL of a database in the
+    /// documented `messages` schema. Default: `CONN_STR`, else the SQLite file of `--data-dir`.
+    #[arg(long, env = "CONN_STR")]
+    pub db: Option<String>,
+    #[arg(long, default_value = "0.0.0.0")]
+    pub host: String,
+    /// 0 picks a free port; the address is printed either way.
+    #[arg(long, default_value_t = 8590)]
+    pub port: u16,
+    /// No login. Only for a trusted LAN: anyone who can reach the port reads (and can delete)
+    /// every conversation.
+    #[arg(long)]
+    pub open: bool,
 }
 
 #[derive(Debug, Args, Clone)]

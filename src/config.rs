@@ -63,6 +63,8 @@ pub struct ServeConfig {
     /// `--export-to`: copy the log to PostgreSQL while serving
     /// (`crate::store::export::spawn_follower`).
     pub export: Option<FollowOptions>,
+    /// `--viewer-open`: the viewer without login (trusted LAN only).
+    pub viewer_open: bool,
 }
 
 /// The whole configuration of one process.
@@ -146,15 +148,6 @@ impl Config {
             }
             port => Some(socket_addr(&args.host, port)?),
         };
-        let auth_keys = env_nonempty("FAST_AUTH_KEYS")
-            .map(|keys| {
-                keys.split(',')
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty())
-                    .map(Secret::new)
-                    .collect()
-            })
-            .unwrap_or_default();
         let export = args
             .export_to
             .as_deref()
@@ -175,6 +168,7 @@ impl Config {
                 )),
                 e => ConfigError(format!("--export-to: {e}")),
             })?;
+        let auth_keys = auth_keys_from_env();
         let serve = ServeConfig {
             api_addr,
             viewer_addr,
@@ -187,6 +181,7 @@ impl Config {
             auth_keys,
             no_auth: args.no_auth,
             export,
+            viewer_open: args.viewer_open,
         };
         Ok((self, serve))
     }
@@ -197,7 +192,21 @@ impl Config {
     }
 }
 
-fn socket_addr(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
+/// `FAST_AUTH_KEYS` (a comma list) as given; empty means "use or generate the data-dir key".
+/// Shared by `serve` and the standalone viewer, which log in with the same keys.
+pub fn auth_keys_from_env() -> Vec<Secret> {
+    env_nonempty("FAST_AUTH_KEYS")
+        .map(|keys| {
+            keys.split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(Secret::new)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn socket_addr(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let ip: std::net::IpAddr = host
         .parse()

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
             Command::Export(args) => lang_agent::store::export::run_command(&config, &args)
                 .await
                 .map_err(|e| e.to_string()),
+            Command::Viewer(args) => lang_agent::viewer::run_standalone(&config, &args).await,
         }
     });
     match result {

@@ -1,24 +1,33 @@
-//! `lang-agent serve`: opens the store, builds the agent, and serves the API until a signal.
+//! `lang-agent serve`: opens the store, builds the agent, and serves the API and the viewer
+//! until a signal.
 //!
 //! Start-up order matters for the operator: everything that can fail on bad configuration
 //! (store, keys, prompts, ports) is done before the "ready" line and systemd's READY=1, so a
 //! box that says it is up really is. SIGHUP re-reads the prompts; SIGTERM and Ctrl-C stop
-//! accepting connections and let running answers finish.
+//! accepting connections and give running answers a grace period to finish.
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::Router;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::agent::chat::ChatAgent;
 use crate::agent::prompts::Prompts;
 use crate::agent::turns::TurnRunner;
-use crate::api::auth::{ApiKeys, KeySource};
+use crate::api::auth::ApiKeys;
 use crate::api::{self, ApiSettings, AppState};
 use crate::config::{Config, ServeConfig, redact_url};
 use crate::llm::LlmClient;
 use crate::store::{Store, export};
-use tokio_util::sync::CancellationToken;
+use crate::viewer;
+
+/// How long running answers (and open viewer streams) get after a stop signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub async fn serve(config: Config, serve: ServeConfig) -> Result<(), String> {
     let db_path = config.sqlite_path();
@@ -55,69 +64,75 @@ pub async fn serve(config: Config, serve: ServeConfig) -> Result<(), String> {
             max_body_bytes: serve.max_body_bytes,
         }),
     };
-    let listener = TcpListener::bind(serve.api_addr)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", serve.api_addr))?;
-    let api_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (api_listener, api_addr) = bind(serve.api_addr).await?;
+    let viewer = match serve.viewer_addr {
+        Some(addr) => {
+            let (listener, bound) = bind(addr).await?;
+            let access = viewer::access_for_serve(&keys, serve.viewer_open);
+            let app = viewer::router(viewer::Source::from_store(store.clone()), access);
+            Some((listener, bound, app))
+        }
+        None => None,
+    };
 
-    announce_keys(&keys, &key_source, &config);
+    key_source.announce(&keys, &config.data_dir);
     tracing::info!(
         data = %db_path.display(),
         model = %config.llm.model,
         upstream = %redact_url(&config.llm.base_url),
         api = %api_addr,
-        viewer = %serve.viewer_addr.map_or("off".to_string(), |a| a.to_string()),
+        viewer = %viewer.as_ref().map_or("off".to_string(), |v| v.1.to_string()),
         "lang-agent ready"
     );
     // Not running under systemd is the normal case for a developer; nothing to report.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tokio::spawn(reload_prompts_on_sighup(prompts));
 
-    let shutdown = CancellationToken::new();
+    let shutdown = stop_on_signal();
     let follower = serve.export.map(|options| {
         tracing::info!(to = %options.target, "exporting the log to PostgreSQL as it grows");
         export::spawn_follower(store.clone(), options, shutdown.clone())
     });
-    let stopping = shutdown.clone();
-    axum::serve(listener.tap_io(no_delay), api::router(state))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            stopping.cancel();
-        })
-        .await
-        .map_err(|e| format!("server stopped: {e}"))?;
+    let api_server = http_server(api_listener, api::router(state), &shutdown);
+    let viewer_server = async {
+        match viewer {
+            Some((listener, _, app)) => http_server(listener, app, &shutdown).await,
+            None => Ok(()),
+        }
+    };
+    let servers = async {
+        let (api, viewer) = tokio::join!(api_server, viewer_server);
+        api.and(viewer)
+    };
+    let result = run_with_grace(servers, &shutdown).await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     if let Some(follower) = follower {
         // The follower finishes its batch (one transaction) and stops.
         let _ = follower.await;
     }
     tracing::info!("lang-agent stopped");
-    Ok(())
+    result
 }
 
-fn announce_keys(keys: &ApiKeys, source: &KeySource, config: &Config) {
-    match source {
-        KeySource::Environment(n) => tracing::info!("API keys: {n} from FAST_AUTH_KEYS"),
-        KeySource::StoredFile => tracing::info!(
-            "API key: the one in {} (set FAST_AUTH_KEYS to use your own)",
-            config.data_dir.join("api_key").display()
-        ),
-        KeySource::Generated => {
-            // Printed once, on the terminal rather than the log, the only time it is shown.
-            if let Some(key) = keys.first() {
-                println!(
-                    "\nNo FAST_AUTH_KEYS set: generated an API key and kept it in {}\n\n    {}\n\n\
-                     Give it to Xiaozhi as the AliBL api_key (and to OpenAI clients). It is not shown again.\n",
-                    config.data_dir.join("api_key").display(),
-                    key.expose()
-                );
-            }
-        }
-        KeySource::Open => tracing::warn!(
-            "!!! --no-auth: the API is OPEN to anyone who can reach this port, and spends your \
-             model key. Only use this on a closed network. !!!"
-        ),
-    }
+/// Binds `addr`, saying which address could not be had.
+pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), String> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    Ok((listener, bound))
+}
+
+/// Serves `app` on `listener` until `shutdown`, then stops accepting and drains.
+pub async fn http_server(
+    listener: TcpListener,
+    app: Router,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    axum::serve(listener.tap_io(no_delay), app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await
+        .map_err(|e| format!("server stopped: {e}"))
 }
 
 /// Answers are many small writes (one SSE frame per piece of text); Nagle's algorithm would
@@ -125,6 +140,48 @@ fn announce_keys(keys: &ApiKeys, source: &KeySource, config: &Config) {
 pub fn no_delay(stream: &mut tokio::net::TcpStream) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!("TCP_NODELAY not set: {e}");
+    }
+}
+
+/// A token cancelled by the first SIGTERM or Ctrl-C.
+pub fn stop_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let terminate = async {
+            match signal(SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = terminate => {},
+        }
+        tracing::info!("shutting down");
+        cancel.cancel();
+    });
+    token
+}
+
+/// Runs `servers` until they finish, or until [`SHUTDOWN_GRACE`] after `shutdown`: live
+/// streams (a viewer left open) never end by themselves and must not hold the process.
+pub async fn run_with_grace(
+    servers: impl Future<Output = Result<(), String>>,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    tokio::select! {
+        result = servers => result,
+        _ = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("streams still open after {SHUTDOWN_GRACE:?}; closing them");
+            Ok(())
+        }
     }
 }
 
@@ -140,21 +197,4 @@ async fn reload_prompts_on_sighup(prompts: Prompts) {
             Err(e) => tracing::error!("prompts not reloaded, keeping the old ones: {e}"),
         }
     }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let terminate = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = terminate => {},
-    }
-    tracing::info!("shutting down");
 }

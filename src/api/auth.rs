@@ -31,6 +31,36 @@ pub enum KeySource {
 
 const KEY_FILE: &str = "api_key";
 
+impl KeySource {
+    /// Tells the operator where the keys come from. A just-generated key is printed once, on
+    /// stdout rather than the log: the only time it is shown.
+    pub fn announce(&self, keys: &ApiKeys, data_dir: &Path) {
+        let file = data_dir.join(KEY_FILE);
+        match self {
+            KeySource::Environment(n) => tracing::info!("API keys: {n} from FAST_AUTH_KEYS"),
+            KeySource::StoredFile => tracing::info!(
+                "API key: the one in {} (set FAST_AUTH_KEYS to use your own)",
+                file.display()
+            ),
+            KeySource::Generated => {
+                if let Some(key) = keys.first() {
+                    println!(
+                        "\nNo FAST_AUTH_KEYS set: generated an API key and kept it in {}\n\n    {}\n\n\
+                         Give it to Xiaozhi as the AliBL api_key, to OpenAI clients, and use it to log in\n\
+                         to the viewer. It is not shown again.\n",
+                        file.display(),
+                        key.expose()
+                    );
+                }
+            }
+            KeySource::Open => tracing::warn!(
+                "!!! --no-auth: the API is OPEN to anyone who can reach this port, and spends \
+                 your model key. Only use this on a closed network. !!!"
+            ),
+        }
+    }
+}
+
 impl ApiKeys {
     /// Resolves the keys for a server: configured keys, else the data-dir key (created on
     /// first start), else nothing at all when `no_auth`.

@@ -6,6 +6,7 @@
 //! async runtime. Every change to the log is also announced on a broadcast channel
 //! ([`StoreEvent`]) so the viewer can push live updates without polling the database.
 
+mod delete;
 pub mod export;
 mod log;
 mod schema;

@@ -77,9 +77,32 @@ CREATE TABLE store_meta (
 INSERT INTO store_meta (key, value) VALUES ('source_id', lower(hex(randomblob(16))));
 "#;
 
+/// Full-text search over message text for the viewer. A trigram index finds any substring of
+/// three or more characters (Chinese included, no word splitting needed) without scanning a
+/// million rows. It is an external-content index: the text lives once, in `messages`, and the
+/// triggers keep the index in step. Messages are insert-only (only `in_context` changes), so
+/// the write path pays one small index insert per message; the update trigger fires only if
+/// `content` itself is ever rewritten.
+const V3: &str = r#"
+CREATE VIRTUAL TABLE messages_fts USING fts5(
+    content, content = 'messages', content_rowid = 'id', tokenize = 'trigram'
+);
+INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content);
+END;
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+END;
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+    INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content);
+END;
+"#;
+
 /// All migrations, oldest first.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2)])
+    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3)])
 }
 
 #[cfg(test)]

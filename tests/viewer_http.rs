@@ -1,0 +1,526 @@
+//! The viewer over plain HTTP: refusal without login, login and logout, escaping, CSRF, the
+//! JSON API's shapes, search, filters and paging. (Live events: `viewer_live.rs`;
+//! PostgreSQL: `viewer_postgres.rs`.)
+
+mod viewer_support;
+
+use std::time::Duration;
+
+use lang_agent::store::{MessageKind, NewMessage, Store};
+use viewer_support::*;
+
+fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("log.sqlite3")).unwrap();
+    (dir, store)
+}
+
+#[tokio::test]
+async fn without_login_every_page_and_api_answer_is_refused() {
+    let (_dir, store) = temp_store();
+    seed(&store).await;
+    let base = serve_router(&store, false).await;
+    let client = http();
+    let pages = [
+        "/",
+        "/?q=weather",
+        "/c/kitchen-morning_dev1",
+        "/c/kitchen-morning_dev1/delete",
+        "/c/kitchen-morning_dev1/download",
+        "/fragments/sidebar",
+        "/fragments/messages/kitchen-morning_dev1",
+    ];
+    for path in pages {
+        let r = client.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 303, "GET {path}");
+        let location = r.headers()["location"].to_str().unwrap();
+        assert!(
+            location.starts_with("/login?next="),
+            "GET {path} → {location}"
+        );
+        let body = r.text().await.unwrap();
+        assert!(!body.contains("Hangzhou"), "GET {path} leaked text");
+    }
+    for path in ["/c/kitchen-morning_dev1/delete", "/logout"] {
+        let r = client
+            .post(format!("{base}{path}"))
+            .form(&[("csrf", "x")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "POST {path}");
+    }
+    let api = [
+        "/api/conversations",
+        "/api/conversations/kitchen-morning_dev1/messages",
+        "/api/events",
+    ];
+    for path in api {
+        for auth in [None, Some("Bearer wrong-key"), Some("Basic dGVzdA==")] {
+            let mut request = client.get(format!("{base}{path}"));
+            if let Some(auth) = auth {
+                request = request.header("authorization", auth);
+            }
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), 401, "GET {path} with {auth:?}");
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert!(
+                body["error"].as_str().unwrap().contains("login"),
+                "{path}: {body}"
+            );
+        }
+    }
+    // A made-up session cookie is no login either.
+    let r = client
+        .get(format!("{base}/"))
+        .header("cookie", "lang_agent_viewer=00ff")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    // Health answers without login and says nothing about conversations.
+    let r = client.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), r#"{"status":"ok"}"#);
+    // Still all there: nothing above changed anything.
+    assert_eq!(
+        store
+            .conversation("kitchen-morning_dev1")
+            .await
+            .unwrap()
+            .len(),
+        7
+    );
+}
+
+#[tokio::test]
+async fn login_sets_a_strict_http_only_cookie_and_logout_ends_the_session() {
+    let (_dir, store) = temp_store();
+    seed(&store).await;
+    let base = serve_router(&store, false).await;
+    let client = http();
+
+    let r = client
+        .post(format!("{base}/login"))
+        .form(&[("key", "not-the-key"), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("set-cookie").is_none());
+    assert!(r.text().await.unwrap().contains("not one of this box"));
+
+    let r = client
+        .post(format!("{base}/login"))
+        .form(&[("key", KEY), ("next", "/c/living-room_dev2")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/c/living-room_dev2");
+    let set_cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    // An off-site `next` is ignored.
+    let r = client
+        .post(format!("{base}/login"))
+        .form(&[("key", KEY), ("next", "//evil.example/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["location"], "/");
+
+    let page = client
+        .get(format!("{base}/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("kitchen-morning_dev1"));
+    let csrf = csrf_in(&page);
+
+    // The cookie also opens the API.
+    let r = client
+        .get(format!("{base}/api/conversations"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Logging out needs the token, then the cookie is dead.
+    let r = client
+        .post(format!("{base}/logout"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", "wrong")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = client
+        .post(format!("{base}/logout"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let r = client
+        .get(format!("{base}/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "the session ended");
+}
+
+#[tokio::test]
+async fn message_text_is_escaped_and_pages_carry_a_content_security_policy() {
+    let (_dir, store) = temp_store();
+    seed(&store).await;
+    let base = serve_router(&store, false).await;
+    let client = http();
+    let cookie = login_cookie(&client, &base).await;
+    let r = client
+        .get(format!("{base}/c/living-room_dev2"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let page = r.text().await.unwrap();
+    assert!(
+        !page.contains("<script>document.title"),
+        "raw script tag in the page"
+    );
+    assert!(!page.contains("<b>bold?</b>"));
+    assert!(
+        page.contains("&#60;script&#62;document.title")
+            || page.contains("&lt;script&gt;document.title")
+    );
+    // The only scripts are the embedded file.
+    assert_eq!(page.matches("<script").count(), 1);
+    assert!(page.contains(r#"<script src="/assets/viewer.js" defer></script>"#));
+    // The fragment used for live updates is escaped the same way.
+    let fragment = client
+        .get(format!(
+            "{base}/fragments/messages/living-room_dev2?after=0"
+        ))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!fragment.contains("<script"));
+    assert!(fragment.contains("bold?"));
+}
+
+#[tokio::test]
+async fn delete_needs_the_sessions_csrf_token() {
+    let (_dir, store) = temp_store();
+    seed(&store).await;
+    let base = serve_router(&store, false).await;
+    let client = http();
+    let mine = login_cookie(&client, &base).await;
+    let other = login_cookie(&client, &base).await;
+    let confirm = client
+        .get(format!("{base}/c/kitchen-morning_dev1/delete"))
+        .header("cookie", &mine)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirm.status(), 200);
+    let confirm = confirm.text().await.unwrap();
+    assert!(confirm.contains("Delete this conversation?"));
+    let my_token = csrf_in(&confirm);
+    let others_page = client
+        .get(format!("{base}/"))
+        .header("cookie", &other)
+        .send()
+        .await
+        .unwrap();
+    let others_token = csrf_in(&others_page.text().await.unwrap());
+    assert_ne!(my_token, others_token);
+
+    let url = format!("{base}/c/kitchen-morning_dev1/delete");
+    for (what, form) in [
+        ("no token", vec![]),
+        ("empty token", vec![("csrf", "")]),
+        (
+            "another session's token",
+            vec![("csrf", others_token.as_str())],
+        ),
+    ] {
+        let r = client
+            .post(&url)
+            .header("cookie", &mine)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{what}");
+    }
+    // A cross-site form post carries no cookie (SameSite=Strict) and so is not even logged in.
+    let r = client
+        .post(&url)
+        .form(&[("csrf", my_token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/login")
+    );
+    assert_eq!(
+        store
+            .conversation("kitchen-morning_dev1")
+            .await
+            .unwrap()
+            .len(),
+        7
+    );
+
+    let mut events = store.subscribe();
+    let r = client
+        .post(&url)
+        .header("cookie", &mine)
+        .form(&[("csrf", my_token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/");
+    assert!(
+        store
+            .conversation("kitchen-morning_dev1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        events.recv().await.unwrap(),
+        lang_agent::store::StoreEvent::ConversationDeleted("kitchen-morning_dev1".into())
+    );
+    let r = client
+        .get(format!("{base}/c/kitchen-morning_dev1"))
+        .header("cookie", &mine)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn json_api_keeps_the_original_shapes() {
+    let (_dir, store) = temp_store();
+    seed(&store).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store
+        .append(
+            "newest",
+            None,
+            None,
+            vec![NewMessage::new(MessageKind::Human, "latest")],
+        )
+        .await
+        .unwrap();
+    let base = serve_router(&store, false).await;
+    let client = http();
+    let bearer = format!("Bearer {KEY}");
+    let list: serde_json::Value = client
+        .get(format!("{base}/api/conversations"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 3);
+    let first = list[0].as_object().unwrap();
+    let mut keys: Vec<_> = first.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["conversation_id", "last_updated", "message_count"]);
+    assert_eq!(first["conversation_id"], "newest", "newest first");
+    let kitchen = list
+        .iter()
+        .find(|c| c["conversation_id"] == "kitchen-morning_dev1")
+        .unwrap();
+    assert_eq!(kitchen["message_count"], 7);
+    let updated = kitchen["last_updated"].as_str().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(updated).is_ok(),
+        "{updated}"
+    );
+
+    let messages: serde_json::Value = client
+        .get(format!(
+            "{base}/api/conversations/kitchen-morning_dev1/messages"
+        ))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let messages = messages.as_array().unwrap();
+    assert_eq!(messages.len(), 7);
+    let mut keys: Vec<_> = messages[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["content", "created_at", "message_type", "sequence_number"]
+    );
+    let kinds: Vec<_> = messages
+        .iter()
+        .map(|m| m["message_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["human", "ai", "tool", "ai", "human", "tool", "ai"]);
+    let seqs: Vec<_> = messages
+        .iter()
+        .map(|m| m["sequence_number"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(
+        messages[0]["content"],
+        "What's the weather in Hangzhou today?"
+    );
+
+    // An unknown conversation is an empty list, as in the original.
+    let none: serde_json::Value = client
+        .get(format!("{base}/api/conversations/nope/messages"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(none, serde_json::json!([]));
+
+    // Download: the same message shape, as an attachment.
+    let cookie = login_cookie(&client, &base).await;
+    let r = client
+        .get(format!("{base}/c/kitchen-morning_dev1/download"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+    let file: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(file["conversation_id"], "kitchen-morning_dev1");
+    assert_eq!(file["messages"].as_array().unwrap().len(), 7);
+}
+
+#[tokio::test]
+async fn search_filters_and_paging() {
+    let (_dir, store) = temp_store();
+    seed(&store).await;
+    for i in 0..120 {
+        store
+            .append(
+                &format!("bulk-{i:03}_dev{}", 3 + i % 2),
+                Some(&format!("dev{}", 3 + i % 2)),
+                None,
+                vec![NewMessage::new(
+                    MessageKind::Human,
+                    format!("filler number {i}"),
+                )],
+            )
+            .await
+            .unwrap();
+    }
+    let base = serve_router(&store, true).await;
+    let client = http();
+    let get = |path: String| {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            let r = client.get(format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            r.text().await.unwrap()
+        }
+    };
+    let count_rows = |page: &str| page.matches("<li><a class=\"conv").count();
+
+    // Trigram index (3+ characters), case-insensitive.
+    let page = get("/?q=HANGZHOU".into()).await;
+    assert_eq!(count_rows(&page), 1, "{page}");
+    assert!(page.contains("kitchen-morning_dev1"));
+    // Shorter than a trigram: falls back to LIKE.
+    let page = get("/?q=%C2%B0C".into()).await; // "°C"
+    assert_eq!(count_rows(&page), 1);
+    assert!(page.contains("kitchen-morning_dev1"));
+    // Query syntax is just text.
+    let page = get("/?q=%22%20OR%20x".into()).await;
+    assert_eq!(count_rows(&page), 0);
+    // The open conversation marks the matching messages.
+    let page = get("/c/kitchen-morning_dev1?q=sunny".into()).await;
+    assert_eq!(page.matches("msg ai match").count(), 1);
+
+    // Device filter.
+    let page = get("/?device=dev2".into()).await;
+    assert_eq!(count_rows(&page), 1);
+    assert!(page.contains("living-room_dev2"));
+    assert!(page.contains(r#"<option value="dev2" selected>"#));
+
+    // Date filter: everything is from today (UTC).
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let page = get(format!("/?from={today}&to={today}&tz=0")).await;
+    assert!(
+        page.contains("1–50 of 122"),
+        "{}",
+        &page[..500.min(page.len())]
+    );
+    let page = get("/?to=2000-01-01".into()).await;
+    assert_eq!(count_rows(&page), 0);
+    assert!(page.contains("No conversation matches"));
+
+    // Paging: 50 a page, newest first, with links both ways keeping the filter.
+    let page = get("/?device=dev3".into()).await;
+    assert_eq!(count_rows(&page), 50);
+    assert!(page.contains("1–50 of 60"));
+    assert!(
+        page.contains(r#"href="/?device=dev3&#38;page=2""#),
+        "{}",
+        &page[page.find("pager").unwrap_or(0)..]
+    );
+    let page2 = get("/?device=dev3&page=2".into()).await;
+    assert_eq!(count_rows(&page2), 10);
+    assert!(page2.contains("51–60 of 60"));
+    assert!(page2.contains(r#"href="/?device=dev3" rel="prev""#));
+    assert!(page.find("bulk-118_dev3").unwrap() < page.find("bulk-116_dev3").unwrap());
+}

@@ -1,0 +1,174 @@
+//! Shared by the viewer's HTTP and browser tests: seeding a store, serving the in-process
+//! router, starting the real binary, and an HTTP client that only talks to 127.0.0.1.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use lang_agent::api::auth::ApiKeys;
+use lang_agent::config::Secret;
+use lang_agent::store::{MessageKind, NewMessage, Store};
+use lang_agent::viewer::{Access, Source, router};
+
+pub const KEY: &str = "test-viewer-key-0123456789";
+
+/// The message that must show as text, never run.
+pub const SCRIPT_TEXT: &str = "<script>document.title='pwned'</script><b>bold?</b>";
+
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("http client")
+}
+
+fn msg(kind: MessageKind, text: &str) -> NewMessage {
+    NewMessage::new(kind, text)
+}
+
+/// Two conversations: one with all three bubble kinds (and a long, collapsed tool output),
+/// one with a message that looks like HTML.
+pub async fn seed(store: &Store) {
+    let mut ai_call = msg(MessageKind::Ai, "");
+    ai_call.tool_calls = Some(
+        r#"[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Hangzhou\"}"}}]"#
+            .into(),
+    );
+    let mut tool = msg(
+        MessageKind::Tool,
+        r#"{"city":"Hangzhou","temp_c":21,"sky":"sunny","wind":"NE 2"}"#,
+    );
+    tool.tool_name = Some("get_weather".into());
+    tool.tool_call_id = Some("call_1".into());
+    let forecast: Vec<_> = (1..=14)
+        .map(|d| serde_json::json!({"day": d, "high_c": 20 + d % 5, "low_c": 12 + d % 3}))
+        .collect();
+    let mut long_tool = msg(
+        MessageKind::Tool,
+        &serde_json::to_string(&forecast).unwrap(),
+    );
+    long_tool.tool_name = Some("get_forecast".into());
+    store
+        .append(
+            "kitchen-morning_dev1",
+            Some("dev1"),
+            None,
+            vec![
+                msg(MessageKind::Human, "What's the weather in Hangzhou today?"),
+                ai_call,
+                tool,
+                msg(
+                    MessageKind::Ai,
+                    "It's 21°C and sunny in Hangzhou, with a light north-east breeze.",
+                ),
+                msg(MessageKind::Human, "And the next two weeks?"),
+                long_tool,
+                msg(MessageKind::Ai, "Mild all fortnight: highs of 20 to 24°C."),
+            ],
+        )
+        .await
+        .expect("seed kitchen");
+    store
+        .append(
+            "living-room_dev2",
+            Some("dev2"),
+            None,
+            vec![
+                msg(MessageKind::Human, SCRIPT_TEXT),
+                msg(
+                    MessageKind::Ai,
+                    "That looks like code; I'll just read it as text.",
+                ),
+            ],
+        )
+        .await
+        .expect("seed living room");
+}
+
+/// Serves the in-process router on a free 127.0.0.1 port; returns its base URL.
+pub async fn serve_router(store: &Store, open: bool) -> String {
+    let access = if open {
+        Access::open()
+    } else {
+        Access::login(ApiKeys::from_keys(vec![Secret::new(KEY)]))
+    };
+    let app = router(Source::from_store(store.clone()), access);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("serve");
+    });
+    format!("http://{addr}")
+}
+
+/// The real binary running `viewer --db <db> --port 0`; killed on drop.
+pub struct ViewerProcess {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Drop for ViewerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start_viewer_binary(db: &Path, data_dir: &Path) -> ViewerProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lang-agent"))
+        .args(["--data-dir"])
+        .arg(data_dir)
+        .args(["viewer", "--host", "127.0.0.1", "--port", "0", "--db"])
+        .arg(db)
+        .env("FAST_AUTH_KEYS", KEY)
+        .env_remove("CONN_STR")
+        .env("LANG_AGENT_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start lang-agent viewer");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the listening line");
+    let base = line
+        .trim()
+        .strip_prefix("viewer listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line from the viewer: {line:?}"))
+        .to_string();
+    ViewerProcess { child, base }
+}
+
+/// Logs in with the form; returns the session cookie (`name=value`).
+pub async fn login_cookie(client: &reqwest::Client, base: &str) -> String {
+    let response = client
+        .post(format!("{base}/login"))
+        .form(&[("key", KEY), ("next", "/")])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(response.status(), 303, "login with the right key redirects");
+    let set_cookie = response
+        .headers()
+        .get("set-cookie")
+        .expect("a session cookie")
+        .to_str()
+        .unwrap()
+        .to_string();
+    set_cookie.split(';').next().unwrap().to_string()
+}
+
+/// The CSRF token in a page's forms.
+pub fn csrf_in(page: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = page.find(marker).expect("a csrf field") + marker.len();
+    page[start..start + 64].to_string()
+}
