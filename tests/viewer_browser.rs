@@ -8,16 +8,16 @@
 //! Needs `chromium` and `chromium-driver` (`scripts/install-test-deps.sh`); without them the
 //! test fails and says so rather than passing silently.
 
-mod viewer_support;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::viewer::*;
 use lang_agent::store::{MessageKind, NewMessage, Store};
 use thirtyfour::extensions::cdp::ChromeDevTools;
 use thirtyfour::prelude::*;
-use viewer_support::*;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";

@@ -2,12 +2,12 @@
 //! JSON API's shapes, search, filters and paging. (Live events: `viewer_live.rs`;
 //! PostgreSQL: `viewer_postgres.rs`.)
 
-mod viewer_support;
+mod common;
 
 use std::time::Duration;
 
+use common::viewer::*;
 use lang_agent::store::{MessageKind, NewMessage, Store};
-use viewer_support::*;
 
 fn temp_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();

@@ -1,13 +1,13 @@
 //! Live updates over `/api/events`: from the in-process store (what `serve` shows), and from
 //! a SQLite file that another process writes (the standalone viewer's `-wal` watcher).
 
-mod viewer_support;
+mod common;
 
 use std::time::Duration;
 
+use common::viewer::*;
 use futures::StreamExt;
 use lang_agent::store::{MessageKind, NewMessage, Store};
-use viewer_support::*;
 
 fn temp_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();

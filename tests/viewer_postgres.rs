@@ -3,14 +3,14 @@
 //! delete, and live updates by `LISTEN lang_agent_messages`. Each test makes a fresh
 //! database on the local server (postgres://postgres@127.0.0.1:5432) and drops it.
 
-mod viewer_support;
+mod common;
 
 use std::time::Duration;
 
+use common::viewer::*;
 use futures::StreamExt;
 use lang_agent::viewer::{Access, Source, router};
 use tokio_postgres::NoTls;
-use viewer_support::*;
 
 const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 

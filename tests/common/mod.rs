@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test file uses its own part
 
 pub mod export;
+pub mod viewer;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

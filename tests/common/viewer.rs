@@ -1,10 +1,10 @@
 //! Shared by the viewer's HTTP and browser tests: seeding a store, serving the in-process
 //! router, starting the real binary, and an HTTP client that only talks to 127.0.0.1.
-#![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+
+use super::{Proc, bin};
 use std::time::Duration;
 
 use lang_agent::api::auth::ApiKeys;
@@ -12,7 +12,7 @@ use lang_agent::config::Secret;
 use lang_agent::store::{MessageKind, NewMessage, Store};
 use lang_agent::viewer::{Access, Source, router};
 
-pub const KEY: &str = "test-viewer-key-0123456789";
+pub use super::KEY;
 
 /// The message that must show as text, never run.
 pub const SCRIPT_TEXT: &str = "<script>document.title='pwned'</script><b>bold?</b>";
@@ -110,41 +110,27 @@ pub async fn serve_router(store: &Store, open: bool) -> String {
 
 /// The real binary running `viewer --db <db> --port 0`; killed on drop.
 pub struct ViewerProcess {
-    pub child: Child,
+    pub proc: Proc,
     pub base: String,
 }
 
-impl Drop for ViewerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 pub fn start_viewer_binary(db: &Path, data_dir: &Path) -> ViewerProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lang-agent"))
-        .args(["--data-dir"])
+    let mut command = Command::new(bin());
+    command
+        .arg("--data-dir")
         .arg(data_dir)
         .args(["viewer", "--host", "127.0.0.1", "--port", "0", "--db"])
         .arg(db)
         .env("FAST_AUTH_KEYS", KEY)
         .env_remove("CONN_STR")
-        .env("LANG_AGENT_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start lang-agent viewer");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read the listening line");
+        .env("LANG_AGENT_LOG", "warn");
+    let proc = Proc::spawn(command);
+    let line = proc.wait_for_line("viewer listening on ");
     let base = line
         .trim()
-        .strip_prefix("viewer listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line from the viewer: {line:?}"))
+        .trim_start_matches("viewer listening on ")
         .to_string();
-    ViewerProcess { child, base }
+    ViewerProcess { proc, base }
 }
 
 /// Logs in with the form; returns the session cookie (`name=value`).
