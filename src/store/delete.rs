@@ -13,7 +13,7 @@ impl Store {
     pub async fn delete_conversation(&self, conversation_id: &str) -> Result<bool, StoreError> {
         let conversation = conversation_id.to_string();
         let deleted = self
-            .run(move |conn| {
+            .write(move |conn| {
                 let tx = conn.transaction()?;
                 // The devices table points at a device's current conversation; a deleted one
                 // must not be revived as "current" (and dropped from memory) later.
