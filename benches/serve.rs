@@ -99,6 +99,22 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time the process has used, user + system, from /proc (clock ticks of 10 ms).
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) * 10.0
+}
+
 async fn run_level(
     url: &str,
     target: Target,
@@ -188,7 +204,7 @@ async fn main() {
                     "-".into()
                 };
                 println!(
-                    "{:<10} {:<7} {:>5} {:>6} | {:>8.1} {:>8.1} | {:>9.2} {:>9.2} | {:>8.1} | {:>7.1} | {:>8}",
+                    "{:<10} {:<7} {:>5} {:>6} | {:>8.1} {:>8.1} | {:>9.2} {:>9.2} | {:>8.1} | {:>7.1} | {:>8} | {:>9.3}",
                     if target == Target::LangAgent {
                         "lang-agent"
                     } else {
@@ -204,6 +220,7 @@ async fn main() {
                     ms(percentile(&firsts, 0.5)),
                     samples.len() as f64 / wall.as_secs_f64(),
                     rss,
+                    cpu_per_call,
                 );
             }
         }

@@ -89,6 +89,7 @@ pub async fn serve(config: Config, serve: ServeConfig) -> Result<(), String> {
     tokio::spawn(reload_prompts_on_sighup(prompts));
 
     let shutdown = stop_on_signal();
+    store.spawn_search_indexer(shutdown.clone());
     let follower = serve.export.map(|options| {
         tracing::info!(to = %options.target, "exporting the log to PostgreSQL as it grows");
         export::spawn_follower(store.clone(), options, shutdown.clone())

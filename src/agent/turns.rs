@@ -245,6 +245,7 @@ impl TurnRunner {
             device,
             turn_id,
             spoken: String::new(),
+            pending: None,
             first_text: None,
             started,
         };
@@ -320,6 +321,9 @@ struct Recorder<'a> {
     turn_id: i64,
     /// Text spoken since the last logged assistant message: what an interruption must keep.
     spoken: String,
+    /// A plain answer, most likely the turn's last message: held back so that `close` writes
+    /// it with the turn's outcome in one go. Any later message flushes it first.
+    pending: Option<NewMessage>,
     first_text: Option<Instant>,
     started: Instant,
 }
@@ -337,29 +341,32 @@ impl Recorder<'_> {
         let Some(row) = to_log(&message) else {
             return Ok(());
         };
+        let mut rows: Vec<NewMessage> = self.pending.take().into_iter().collect();
+        if row.kind == MessageKind::Ai && row.tool_calls.is_none() {
+            self.pending = Some(row);
+            if rows.is_empty() {
+                return Ok(());
+            }
+        } else {
+            rows.push(row);
+        }
         self.store
-            .append(self.thread_id, self.device, Some(self.turn_id), vec![row])
+            .append(self.thread_id, self.device, Some(self.turn_id), rows)
             .await
             .map(|_| ())
             .map_err(|e| TurnError::Store(e.to_string()))
     }
 
-    /// Keeps a partial answer and writes the turn's outcome.
+    /// Writes the held-back answer, any partial answer, and the turn's outcome.
     async fn close(
         &mut self,
         result: &Result<Usage, TurnError>,
     ) -> Result<(), crate::store::StoreError> {
+        let mut rows: Vec<NewMessage> = self.pending.take().into_iter().collect();
         if result.is_err() && !self.spoken.is_empty() {
             let mut partial = NewMessage::new(MessageKind::Ai, std::mem::take(&mut self.spoken));
             partial.interrupted = true;
-            self.store
-                .append(
-                    self.thread_id,
-                    self.device,
-                    Some(self.turn_id),
-                    vec![partial],
-                )
-                .await?;
+            rows.push(partial);
         }
         let (status, error, usage) = match result {
             Ok(usage) => (TurnStatus::Done, None, *usage),
@@ -376,6 +383,8 @@ impl Recorder<'_> {
                 .map(|t| (t - self.started).as_millis() as u64),
             total_ms: self.started.elapsed().as_millis() as u64,
         };
-        self.store.finish_turn(self.turn_id, outcome).await
+        self.store
+            .close_turn(self.thread_id, self.device, self.turn_id, rows, outcome)
+            .await
     }
 }

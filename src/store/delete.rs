@@ -13,8 +13,7 @@ impl Store {
     pub async fn delete_conversation(&self, conversation_id: &str) -> Result<bool, StoreError> {
         let conversation = conversation_id.to_string();
         let deleted = self
-            .write(move |conn| {
-                let tx = conn.transaction()?;
+            .write(move |tx| {
                 // The devices table points at a device's current conversation; a deleted one
                 // must not be revived as "current" (and dropped from memory) later.
                 tx.execute(
@@ -25,7 +24,6 @@ impl Store {
                     "DELETE FROM conversations WHERE conversation_id = ?1",
                     [&conversation],
                 )?;
-                tx.commit()?;
                 Ok(n == 1)
             })
             .await?;

@@ -85,12 +85,8 @@ impl Store {
         let conversation = conversation_id.to_string();
         let device = device_id.map(str::to_string);
         let (created, seqs) = self
-            .write(move |conn| {
-                let tx = conn.transaction()?;
-                let written =
-                    insert_messages(&tx, &conversation, device.as_deref(), turn_id, &messages)?;
-                tx.commit()?;
-                Ok(written)
+            .write(move |tx| {
+                insert_messages(tx, &conversation, device.as_deref(), turn_id, &messages)
             })
             .await?;
         let id = conversation_id.to_string();
@@ -173,8 +169,7 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         let device = device_id.to_string();
         let conversation = conversation_id.to_string();
-        self.write(move |conn| {
-            let tx = conn.transaction()?;
+        self.write(move |tx| {
             let previous: Option<String> = tx
                 .query_row(
                     "SELECT conversation_id FROM devices WHERE device_id = ?1",
@@ -196,7 +191,6 @@ impl Store {
                     [prev],
                 )?;
             }
-            tx.commit()?;
             Ok(previous)
         })
         .await
@@ -206,7 +200,7 @@ impl Store {
 /// Appends `messages` inside `tx`, creating the conversation on its first message; returns
 /// whether the conversation was created and the messages' sequence numbers.
 pub(super) fn insert_messages(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     conversation: &str,
     device: Option<&str>,
     turn_id: Option<i64>,
@@ -252,7 +246,7 @@ pub(super) fn insert_messages(
 
 /// Creates the conversation row if missing; returns whether it was created.
 pub(super) fn ensure_conversation(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     conversation_id: &str,
     device_id: Option<&str>,
     now: &str,

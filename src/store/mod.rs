@@ -10,15 +10,18 @@ mod delete;
 pub mod export;
 mod log;
 mod schema;
+mod search_index;
 mod turns;
+mod writer;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
 use tokio::sync::broadcast;
+
+use writer::Writer;
 
 pub use log::{MessageKind, NewMessage, StoredMessage};
 pub use turns::{TurnOutcome, TurnStatus};
@@ -54,11 +57,10 @@ pub enum StoreEvent {
 pub struct Store {
     /// Readers: any number at once (WAL).
     pool: Pool<SqliteConnectionManager>,
-    /// The one writing connection. SQLite admits one writer at a time anyway; queueing writers
-    /// on a mutex here, rather than letting several connections collide and back off in
-    /// SQLite's busy handler (which sleeps in whole milliseconds), keeps write latency flat
-    /// under load.
-    writer: Arc<Mutex<rusqlite::Connection>>,
+    /// The one writing connection (group commit). SQLite admits one writer at a time anyway;
+    /// queueing writes in-process, rather than letting connections collide and back off in
+    /// SQLite's busy handler (which sleeps in whole milliseconds), keeps writes fast under load.
+    writer: Writer,
     events: broadcast::Sender<StoreEvent>,
 }
 
@@ -80,26 +82,25 @@ impl Store {
             .connection_timeout(Duration::from_secs(10))
             .build(manager)?;
         let (events, _) = broadcast::channel(1024);
+        let writer = Writer::start(writer).map_err(|source| StoreError::DataDir {
+            path: path.display().to_string(),
+            source,
+        })?;
         Ok(Store {
             pool,
-            writer: Arc::new(Mutex::new(writer)),
+            writer,
             events,
         })
     }
 
-    /// Runs `work` on the writing connection, on the blocking thread pool.
+    /// Runs `work` as one atomic write (a savepoint in the writer's next group commit);
+    /// resolves once it is committed.
     pub async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = writer.lock().unwrap_or_else(|e| e.into_inner());
-            work(&mut conn)
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        self.writer.write(work).await
     }
 
     /// Runs `work` with a pooled (reading) connection on the blocking thread pool.

@@ -79,22 +79,29 @@ INSERT INTO store_meta (key, value) VALUES ('source_id', lower(hex(randomblob(16
 
 /// Full-text search over message text for the viewer. A trigram index finds any substring of
 /// three or more characters (Chinese included, no word splitting needed) without scanning a
-/// million rows. It is an external-content index: the text lives once, in `messages`, and the
-/// triggers keep the index in step. Messages are insert-only (only `in_context` changes), so
-/// the write path pays one small index insert per message; the update trigger fires only if
-/// `content` itself is ever rewritten.
+/// million rows. It is an external-content index: the text lives once, in `messages`.
+///
+/// The index is kept off the write path: a trigger would add an index insert (and FTS segment
+/// merges) to every stored message, on the one writer every turn waits for. Instead the
+/// search indexer (`store::search_index`) adds new rows in small batches and records how far
+/// it got in `store_meta.search_indexed_id`; searches read the index up to there and scan the
+/// short unindexed tail. Deleting or rewriting an indexed row must update the index, and only
+/// an indexed one (a 'delete' of a row the index never had would corrupt it).
 const V3: &str = r#"
 CREATE VIRTUAL TABLE messages_fts USING fts5(
     content, content = 'messages', content_rowid = 'id', tokenize = 'trigram'
 );
 INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
-CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
-    INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content);
-END;
-CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+INSERT INTO store_meta (key, value)
+    VALUES ('search_indexed_id', (SELECT COALESCE(MAX(id), 0) FROM messages));
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages
+WHEN old.id <= (SELECT CAST(value AS INTEGER) FROM store_meta WHERE key = 'search_indexed_id')
+BEGIN
     INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
 END;
-CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages
+WHEN old.id <= (SELECT CAST(value AS INTEGER) FROM store_meta WHERE key = 'search_indexed_id')
+BEGIN
     INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
     INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content);
 END;

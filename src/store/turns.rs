@@ -49,18 +49,16 @@ impl Store {
         let device = device_id.map(str::to_string);
         let model = model.to_string();
         let (created, wrote, id) = self
-            .write(move |conn| {
-                let tx = conn.transaction()?;
+            .write(move |tx| {
                 let now = now_timestamp();
-                let created = ensure_conversation(&tx, &conversation, device.as_deref(), &now)?;
+                let created = ensure_conversation(tx, &conversation, device.as_deref(), &now)?;
                 tx.execute(
                     "INSERT INTO turns (conversation_id, model, status, started_at)
                      VALUES (?1, ?2, 'running', ?3)",
                     params![conversation, model, now],
                 )?;
                 let id = tx.last_insert_rowid();
-                insert_messages(&tx, &conversation, device.as_deref(), Some(id), &messages)?;
-                tx.commit()?;
+                insert_messages(tx, &conversation, device.as_deref(), Some(id), &messages)?;
                 Ok((created, !messages.is_empty(), id))
             })
             .await?;
@@ -73,10 +71,30 @@ impl Store {
         Ok(id)
     }
 
-    /// Closes a turn with its outcome and metrics.
-    pub async fn finish_turn(&self, turn_id: i64, outcome: TurnOutcome) -> Result<(), StoreError> {
-        self.write(move |conn| {
-            conn.execute(
+    /// Closes a turn: logs its last messages (the answer, or what was said before an
+    /// interruption) and records its outcome, in one write.
+    pub async fn close_turn(
+        &self,
+        conversation_id: &str,
+        device_id: Option<&str>,
+        turn_id: i64,
+        messages: Vec<NewMessage>,
+        outcome: TurnOutcome,
+    ) -> Result<(), StoreError> {
+        let conversation = conversation_id.to_string();
+        let device = device_id.map(str::to_string);
+        let wrote = !messages.is_empty();
+        self.write(move |tx| {
+            if !messages.is_empty() {
+                insert_messages(
+                    tx,
+                    &conversation,
+                    device.as_deref(),
+                    Some(turn_id),
+                    &messages,
+                )?;
+            }
+            tx.execute(
                 "UPDATE turns SET status = ?2, error = ?3, input_tokens = ?4, output_tokens = ?5,
                         ttft_ms = ?6, total_ms = ?7, finished_at = ?8
                  WHERE id = ?1",
@@ -93,7 +111,11 @@ impl Store {
             )?;
             Ok(())
         })
-        .await
+        .await?;
+        if wrote {
+            self.announce(StoreEvent::ConversationUpdated(conversation_id.to_string()));
+        }
+        Ok(())
     }
 }
 
@@ -116,8 +138,11 @@ mod tests {
             .unwrap();
         assert_eq!(store.conversation("c").await.unwrap().len(), 1);
         store
-            .finish_turn(
+            .close_turn(
+                "c",
+                None,
                 id,
+                vec![NewMessage::new(crate::store::MessageKind::Ai, "partial")],
                 TurnOutcome {
                     status: TurnStatus::Interrupted,
                     error: None,
@@ -140,5 +165,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(row, ("qwen-plus".into(), "interrupted".into(), 12, 40, 90));
+        let log = store.conversation("c").await.unwrap();
+        assert_eq!(
+            log.iter()
+                .map(|m| m.message.content.as_str())
+                .collect::<Vec<_>>(),
+            ["hi", "partial"]
+        );
     }
 }

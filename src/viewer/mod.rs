@@ -181,6 +181,7 @@ pub async fn run_standalone(config: &Config, args: &ViewerArgs) -> Result<(), St
     // Printed on stdout so scripts (and tests) started with --port 0 learn the port.
     println!("viewer listening on http://{bound}");
     let shutdown = server::stop_on_signal();
+    source.keep_search_index(shutdown.clone());
     let app = router(source, access);
     server::run_with_grace(server::http_server(listener, app, &shutdown), &shutdown).await
 }

@@ -69,6 +69,14 @@ impl Source {
         })
     }
 
+    /// Keeps a SQLite log's search index caught up until `shutdown` (the documented
+    /// PostgreSQL table has no index of ours to keep).
+    pub fn keep_search_index(&self, shutdown: tokio_util::sync::CancellationToken) {
+        if let Backend::Sqlite(store) = &self.backend {
+            store.spawn_search_indexer(shutdown);
+        }
+    }
+
     /// A PostgreSQL database in the documented schema (`postgres://` or `postgresql://` URL).
     pub async fn connect_postgres(url: &str) -> Result<Source, ViewerError> {
         let pg = PgSource::connect(url).await?;

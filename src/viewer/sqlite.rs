@@ -2,8 +2,9 @@
 //!
 //! The store keeps a `conversations` row per conversation (message count, last update), so
 //! the list is an index walk on `updated_at`, never a scan of `messages`. Search goes through
-//! the trigram full-text index (`messages_fts`) for three characters or more; shorter text
-//! cannot use a trigram index and falls back to `LIKE`.
+//! the trigram full-text index (`messages_fts`) for three characters or more, plus a `LIKE`
+//! over the few newest messages the background indexer has not reached yet; shorter text
+//! cannot use a trigram index and falls back to `LIKE` over everything.
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, params};
@@ -38,10 +39,16 @@ pub fn list(conn: &Connection, filter: &ListFilter) -> Result<ListPage, StoreErr
         if text.chars().count() >= 3 {
             clauses.push(
                 "c.conversation_id IN (SELECT m.conversation_id FROM messages_fts f
-                    JOIN messages m ON m.id = f.rowid WHERE messages_fts MATCH ?)",
+                    JOIN messages m ON m.id = f.rowid WHERE messages_fts MATCH ?
+                  UNION
+                  SELECT conversation_id FROM messages
+                    WHERE id > (SELECT CAST(value AS INTEGER) FROM store_meta
+                                WHERE key = 'search_indexed_id')
+                      AND content LIKE ? ESCAPE '\\')",
             );
             // One quoted phrase: the text is matched literally, never as query syntax.
             args.push(Value::Text(format!("\"{}\"", text.replace('"', "\"\""))));
+            args.push(Value::Text(format!("%{}%", like_literal(text))));
         } else {
             clauses.push(
                 "c.conversation_id IN (SELECT conversation_id FROM messages

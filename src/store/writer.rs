@@ -1,0 +1,137 @@
+//! The one writing connection, with group commit.
+//!
+//! SQLite admits one writer at a time, and a commit costs far more than the inserts it
+//! covers. Voice traffic comes in bursts (many devices answered by one upstream at once), so
+//! writes are queued to a dedicated thread that takes every job waiting, runs each in its own
+//! savepoint (a failing job rolls back alone), and commits them together. Under load that is
+//! one commit for hundreds of writes; idle, a job runs the moment it arrives. A job's caller
+//! hears back only after the commit that made its work durable.
+
+use std::sync::mpsc;
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// Most jobs in one transaction: bounds how long the first of them waits for the commit.
+const MAX_BATCH: usize = 256;
+
+/// A queued write: runs inside the batch transaction, returns what to tell its caller once
+/// the batch's commit is known.
+type Job = Box<dyn FnOnce(&mut rusqlite::Transaction<'_>) -> Reply + Send>;
+type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+#[derive(Clone)]
+pub(super) struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`. It ends when the last `Writer` is dropped.
+    pub(super) fn start(mut conn: Connection) -> std::io::Result<Writer> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("lang-agent-db-writer".into())
+            .spawn(move || {
+                while let Ok(first) = queue.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match queue.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    run_batch(&mut conn, batch);
+                }
+            })?;
+        Ok(Writer { jobs })
+    }
+
+    /// Runs `work` in the next batch; resolves after that batch is committed.
+    pub(super) async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |tx| {
+            let result = (|| {
+                let savepoint = tx.savepoint()?;
+                let value = work(&savepoint)?;
+                savepoint.commit()?;
+                Ok(value)
+            })();
+            Box::new(move |committed: Result<(), String>| {
+                let _ = reply.send(match (result, committed) {
+                    (Ok(value), Ok(())) => Ok(value),
+                    (Err(e), _) => Err(e),
+                    (Ok(_), Err(e)) => Err(StoreError::Task(format!("commit failed: {e}"))),
+                });
+            })
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| StoreError::Task("the database writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Task("the database writer dropped a job".into()))?
+    }
+}
+
+fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
+    let mut tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => {
+            // Dropping the batch drops its reply channels: every caller gets an error.
+            tracing::error!("database: cannot begin a write: {e}");
+            return;
+        }
+    };
+    let replies: Vec<Reply> = batch.into_iter().map(|job| job(&mut tx)).collect();
+    let committed = tx.commit().map_err(|e| e.to_string());
+    if let Err(e) = &committed {
+        tracing::error!("database: commit failed: {e}");
+    }
+    for reply in replies {
+        reply(committed.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::open_temp;
+
+    #[tokio::test]
+    async fn a_failing_job_rolls_back_alone_and_the_batch_commits() {
+        let (_dir, store) = open_temp();
+        store
+            .write(|c| Ok(c.execute_batch("CREATE TABLE t (n INTEGER NOT NULL UNIQUE)")?))
+            .await
+            .unwrap();
+        // Many writes at once land in shared batches; n = 7 is written twice, and the second
+        // one must fail without taking its batch-mates with it.
+        let writes = (0..64).map(|i| {
+            let store = store.clone();
+            let n = if i == 40 { 7 } else { i };
+            tokio::spawn(async move {
+                store
+                    .write(move |c| {
+                        c.execute("INSERT INTO t (n) VALUES (?1)", [n])?;
+                        Ok(n)
+                    })
+                    .await
+            })
+        });
+        let results: Vec<_> = futures::future::join_all(writes)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
+        let count: i64 = store
+            .run(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(count, 63);
+    }
+}
