@@ -187,8 +187,17 @@ async fn main() {
                     Target::MockDirect => mock.base_url.clone(),
                     Target::LangAgent => server.url.clone(),
                 };
+                let target_pid = if target == Target::LangAgent {
+                    pid
+                } else {
+                    mock.proc.pid()
+                };
+                let cpu_before = cpu_ms(target_pid);
                 let (samples, wall) =
                     run_level(&url, target, stream, concurrency, per_client).await;
+                // Warm-up calls included: one per client.
+                let cpu_per_call =
+                    (cpu_ms(target_pid) - cpu_before) / (samples.len() + concurrency) as f64;
                 let mut totals: Vec<_> = samples.iter().map(|s| s.total).collect();
                 let mut firsts: Vec<_> = samples.iter().map(|s| s.first_byte).collect();
                 let mut overhead: Vec<_> = totals
