@@ -207,23 +207,19 @@ impl TurnRunner {
     ) {
         let started = Instant::now();
         let device = request.device_id.as_deref();
-        let opened = async {
-            if let Some(device) = device {
-                self.store.enter_conversation(device, thread_id).await?;
-            }
-            // The user's turn is stored before the model is called.
-            let rows = request.new_messages.iter().filter_map(to_log).collect();
-            let turn_id = self
-                .store
-                .open_turn(thread_id, device, self.agent.model_name(), rows)
-                .await?;
-            let memory = self
-                .store
-                .memory(thread_id, self.history_max_messages)
-                .await?;
-            Ok::<_, crate::store::StoreError>((turn_id, from_log(&memory)))
-        }
-        .await;
+        // The user's turn is stored before the model is called.
+        let rows = request.new_messages.iter().filter_map(to_log).collect();
+        let opened = self
+            .store
+            .open_turn(
+                thread_id,
+                device,
+                self.agent.model_name(),
+                rows,
+                self.history_max_messages,
+            )
+            .await
+            .map(|(turn_id, memory)| (turn_id, from_log(&memory)));
         let (turn_id, history) = match opened {
             Ok(opened) => opened,
             Err(e) => {

@@ -105,21 +105,8 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let conversation = conversation_id.to_string();
-        self.run(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, conversation_id, sequence_number, created_at, message_type, content,
-                        tool_calls, tool_call_id, tool_name, interrupted
-                 FROM messages
-                 WHERE conversation_id = ?1 AND in_context = 1
-                 ORDER BY sequence_number DESC LIMIT ?2",
-            )?;
-            let mut rows: Vec<StoredMessage> = stmt
-                .query_map(params![conversation, limit as i64], row_to_message)?
-                .collect::<Result<_, _>>()?;
-            rows.reverse();
-            Ok(rows)
-        })
-        .await
+        self.run(move |conn| memory_rows(conn, &conversation, limit))
+            .await
     }
 
     /// Every message of a conversation, in order (viewer, export, tests).
@@ -169,32 +156,59 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         let device = device_id.to_string();
         let conversation = conversation_id.to_string();
-        self.write(move |tx| {
-            let previous: Option<String> = tx
-                .query_row(
-                    "SELECT conversation_id FROM devices WHERE device_id = ?1",
-                    [&device],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if previous.as_deref() == Some(conversation.as_str()) {
-                return Ok(None);
-            }
-            tx.execute(
-                "INSERT INTO devices (device_id, conversation_id, updated_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (device_id) DO UPDATE SET conversation_id = ?2, updated_at = ?3",
-                params![device, conversation, now_timestamp()],
-            )?;
-            if let Some(prev) = &previous {
-                tx.execute(
-                    "UPDATE messages SET in_context = 0 WHERE conversation_id = ?1 AND in_context = 1",
-                    [prev],
-                )?;
-            }
-            Ok(previous)
-        })
-        .await
+        self.write(move |tx| enter_device_conversation(tx, &device, &conversation))
+            .await
     }
+}
+
+/// The newest `limit` messages of a conversation still in the model's context, oldest first.
+pub(super) fn memory_rows(
+    conn: &rusqlite::Connection,
+    conversation: &str,
+    limit: usize,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, conversation_id, sequence_number, created_at, message_type, content,
+                tool_calls, tool_call_id, tool_name, interrupted
+         FROM messages
+         WHERE conversation_id = ?1 AND in_context = 1
+         ORDER BY sequence_number DESC LIMIT ?2",
+    )?;
+    let mut rows: Vec<StoredMessage> = stmt
+        .query_map(params![conversation, limit as i64], row_to_message)?
+        .collect::<Result<_, _>>()?;
+    rows.reverse();
+    Ok(rows)
+}
+
+/// See [`Store::enter_conversation`].
+pub(super) fn enter_device_conversation(
+    tx: &rusqlite::Connection,
+    device: &str,
+    conversation: &str,
+) -> Result<Option<String>, StoreError> {
+    let previous: Option<String> = tx
+        .query_row(
+            "SELECT conversation_id FROM devices WHERE device_id = ?1",
+            [device],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if previous.as_deref() == Some(conversation) {
+        return Ok(None);
+    }
+    tx.execute(
+        "INSERT INTO devices (device_id, conversation_id, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (device_id) DO UPDATE SET conversation_id = ?2, updated_at = ?3",
+        params![device, conversation, now_timestamp()],
+    )?;
+    if let Some(prev) = &previous {
+        tx.execute(
+            "UPDATE messages SET in_context = 0 WHERE conversation_id = ?1 AND in_context = 1",
+            [prev],
+        )?;
+    }
+    Ok(previous)
 }
 
 /// Appends `messages` inside `tx`, creating the conversation on its first message; returns

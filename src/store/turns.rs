@@ -4,7 +4,10 @@
 
 use rusqlite::params;
 
-use super::log::{NewMessage, ensure_conversation, insert_messages};
+use super::log::{
+    NewMessage, StoredMessage, ensure_conversation, enter_device_conversation, insert_messages,
+    memory_rows,
+};
 use super::{Store, StoreError, StoreEvent, now_timestamp};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,20 +39,26 @@ pub struct TurnOutcome {
 }
 
 impl Store {
-    /// Opens a turn on `conversation_id` and logs the messages that start it (the user's
-    /// turn), in one transaction; returns the turn's id.
+    /// Opens a turn, in one write: moves the device (if any) into `conversation_id` (its
+    /// previous conversation leaves the model's memory), logs the messages that start the turn
+    /// (the user's turn), and reads back the newest `memory_limit` messages of the memory the
+    /// model will see. Returns the turn's id and that memory.
     pub async fn open_turn(
         &self,
         conversation_id: &str,
         device_id: Option<&str>,
         model: &str,
         messages: Vec<NewMessage>,
-    ) -> Result<i64, StoreError> {
+        memory_limit: usize,
+    ) -> Result<(i64, Vec<StoredMessage>), StoreError> {
         let conversation = conversation_id.to_string();
         let device = device_id.map(str::to_string);
         let model = model.to_string();
-        let (created, wrote, id) = self
+        let (created, wrote, id, memory) = self
             .write(move |tx| {
+                if let Some(device) = &device {
+                    enter_device_conversation(tx, device, &conversation)?;
+                }
                 let now = now_timestamp();
                 let created = ensure_conversation(tx, &conversation, device.as_deref(), &now)?;
                 tx.execute(
@@ -59,7 +68,8 @@ impl Store {
                 )?;
                 let id = tx.last_insert_rowid();
                 insert_messages(tx, &conversation, device.as_deref(), Some(id), &messages)?;
-                Ok((created, !messages.is_empty(), id))
+                let memory = memory_rows(tx, &conversation, memory_limit)?;
+                Ok((created, !messages.is_empty(), id, memory))
             })
             .await?;
         let id_text = conversation_id.to_string();
@@ -68,7 +78,7 @@ impl Store {
         } else if wrote {
             self.announce(StoreEvent::ConversationUpdated(id_text));
         }
-        Ok(id)
+        Ok((id, memory))
     }
 
     /// Closes a turn: logs its last messages (the answer, or what was said before an
@@ -127,16 +137,22 @@ mod tests {
     #[tokio::test]
     async fn a_turn_records_its_outcome() {
         let (_dir, store) = open_temp();
-        let id = store
+        let (id, memory) = store
             .open_turn(
                 "c",
                 None,
                 "qwen-plus",
                 vec![NewMessage::new(crate::store::MessageKind::Human, "hi")],
+                10,
             )
             .await
             .unwrap();
-        assert_eq!(store.conversation("c").await.unwrap().len(), 1);
+        assert_eq!(
+            memory.len(),
+            1,
+            "the memory read back includes the new turn"
+        );
+        assert_eq!(memory[0].message.content, "hi");
         store
             .close_turn(
                 "c",
