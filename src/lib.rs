@@ -9,3 +9,4 @@ pub mod llm;
 pub mod mock_llm;
 pub mod server;
 pub mod store;
+pub mod tools;

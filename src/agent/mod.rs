@@ -28,6 +28,9 @@ pub struct TurnInput {
     /// System instructions the client carried on a stateless call (Xiaozhi's intent and memory
     /// helpers send whole prompts). When present they replace the agent's own chat prompt.
     pub instructions: Option<String>,
+    /// The client hears text as it is produced. Collected (non-stream) answers must not
+    /// contain filler, so chatty mode speaks only when this is set.
+    pub streaming: bool,
 }
 
 /// What an agent emits while it answers.
