@@ -10,8 +10,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{BusyPolicy, GlobalArgs, MemoryScope, ServeArgs};
+use serde::Deserialize;
+
+use crate::cli::{BusyPolicy, GlobalArgs, GraphKind, MemoryScope, ServeArgs, ToolNode};
 use crate::store::export::{DEFAULT_BATCH_SIZE, ExportError, FollowOptions};
+use crate::tools::mcp::{self, McpServerConfig};
 
 /// DashScope's OpenAI-compatible endpoint: the original system's default upstream.
 pub const DEFAULT_BASE_URL: &str = "https://dashscope.aliyuncs.com/compatible-mode/v1";
@@ -63,6 +66,104 @@ pub struct ServeConfig {
     /// `--export-to`: copy the log to PostgreSQL while serving
     /// (`crate::store::export::spawn_follower`).
     pub export: Option<FollowOptions>,
+    pub agent: AgentConfig,
+}
+
+/// How turns are answered: the graph, its models, tools and MCP servers. Set by flags, or by
+/// `<config-dir>/agent.json` (same names with `_`, comments allowed); flags win.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub graph: GraphKind,
+    pub router_model: String,
+    pub tool_model: String,
+    pub tool_node: ToolNode,
+    pub max_tool_steps: usize,
+    pub tool_timeout: Duration,
+    pub mcp_config: PathBuf,
+    pub mcp_servers: Vec<McpServerConfig>,
+}
+
+/// `agent.json`: the agent settings an operator keeps in the config directory.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentFile {
+    graph: Option<GraphKind>,
+    router_llm_name: Option<String>,
+    tool_llm_name: Option<String>,
+    tool_node: Option<ToolNode>,
+    max_tool_steps: Option<usize>,
+    tool_timeout_secs: Option<u64>,
+    /// Relative to the config directory.
+    mcp_config: Option<PathBuf>,
+}
+
+impl AgentFile {
+    fn load(config_dir: &std::path::Path) -> Result<AgentFile, ConfigError> {
+        let path = config_dir.join("agent.json");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(AgentFile::default()),
+            Err(e) => return Err(ConfigError(format!("cannot read {}: {e}", path.display()))),
+        };
+        jsonc_parser::parse_to_serde_value(&text, &Default::default())
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+    }
+}
+
+impl AgentConfig {
+    /// Flags first, then `agent.json`, then the defaults; checks the values and reads the MCP
+    /// servers file.
+    fn resolve(args: &ServeArgs, config: &Config) -> Result<AgentConfig, ConfigError> {
+        let file = AgentFile::load(&config.config_dir)?;
+        let name = |flag: &Option<String>, from_file: Option<String>, default: &str, what: &str| {
+            let value = flag
+                .clone()
+                .or(from_file)
+                .unwrap_or_else(|| default.to_string());
+            if value.trim().is_empty() {
+                Err(ConfigError(format!("--{what} must not be empty")))
+            } else {
+                Ok(value)
+            }
+        };
+        let max_tool_steps = args.max_tool_steps.or(file.max_tool_steps).unwrap_or(6);
+        if max_tool_steps == 0 {
+            return Err(ConfigError("--max-tool-steps must be at least 1".into()));
+        }
+        let tool_timeout_secs = args
+            .tool_timeout_secs
+            .or(file.tool_timeout_secs)
+            .unwrap_or(20);
+        if tool_timeout_secs == 0 {
+            return Err(ConfigError("--tool-timeout-secs must be at least 1".into()));
+        }
+        let mcp_config = args
+            .mcp_config
+            .clone()
+            .or_else(|| file.mcp_config.map(|p| config.config_dir.join(p)))
+            .unwrap_or_else(|| config.config_dir.join("mcp_config.json"));
+        let mcp_servers = mcp::config::load(&mcp_config).map_err(ConfigError)?;
+        Ok(AgentConfig {
+            graph: args.graph.or(file.graph).unwrap_or(GraphKind::Route),
+            router_model: name(
+                &args.router_llm_name,
+                file.router_llm_name,
+                "qwen-flash",
+                "router-llm-name",
+            )?,
+            tool_model: name(
+                &args.tool_llm_name,
+                file.tool_llm_name,
+                &config.llm.model,
+                "tool-llm-name",
+            )?,
+            tool_node: args.tool_node.or(file.tool_node).unwrap_or(ToolNode::Tool),
+            max_tool_steps,
+            tool_timeout: Duration::from_secs(tool_timeout_secs),
+            mcp_config,
+            mcp_servers,
+        })
+    }
 }
 
 /// The whole configuration of one process.
@@ -175,7 +276,9 @@ impl Config {
                 )),
                 e => ConfigError(format!("--export-to: {e}")),
             })?;
+        let agent = AgentConfig::resolve(args, &self)?;
         let serve = ServeConfig {
+            agent,
             api_addr,
             viewer_addr,
             fake_stream: args.fake_stream,

@@ -7,8 +7,12 @@
 //! loop) are new `Agent` implementations and plug in without touching `api/`.
 
 pub mod chat;
+pub mod chatty;
+pub mod graph;
 mod memory;
 pub mod prompts;
+pub mod router;
+pub mod tool_loop;
 pub mod turns;
 
 use futures::future::BoxFuture;
