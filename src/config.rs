@@ -416,4 +416,91 @@ mod tests {
             "{err}"
         );
     }
+
+    fn agent_config(
+        config_dir: &std::path::Path,
+        extra: &[&str],
+    ) -> Result<AgentConfig, ConfigError> {
+        let dir = config_dir.to_str().unwrap();
+        serve_config(&[&["--config-dir", dir], extra].concat()).map(|s| s.agent)
+    }
+
+    #[test]
+    fn agent_settings_come_from_flags_then_agent_json_then_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let defaults = agent_config(dir.path(), &[]).unwrap();
+        assert_eq!(defaults.graph, GraphKind::Route);
+        assert_eq!(defaults.router_model, "qwen-flash");
+        assert_eq!(defaults.tool_model, "qwen-plus", "the --llm-name");
+        assert_eq!(defaults.tool_node, ToolNode::Tool);
+        assert_eq!(defaults.max_tool_steps, 6);
+        assert_eq!(defaults.tool_timeout, Duration::from_secs(20));
+        assert_eq!(defaults.mcp_config, dir.path().join("mcp_config.json"));
+        assert!(
+            defaults.mcp_servers.is_empty(),
+            "a missing file is no servers"
+        );
+
+        std::fs::write(
+            dir.path().join("agent.json"),
+            r#"{
+                // the box in the kitchen
+                "graph": "react", "tool_node": "chatty", "router_llm_name": "fast",
+                "tool_llm_name": "big", "max_tool_steps": 3, "tool_timeout_secs": 7,
+                "mcp_config": "servers.json",
+            }"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("servers.json"),
+            r#"{"mcpServers": {"calc": {"url": "http://127.0.0.1:1/mcp"}}}"#,
+        )
+        .unwrap();
+        let from_file = agent_config(dir.path(), &[]).unwrap();
+        assert_eq!(
+            (
+                from_file.graph,
+                from_file.tool_node,
+                from_file.router_model.as_str()
+            ),
+            (GraphKind::React, ToolNode::Chatty, "fast")
+        );
+        assert_eq!(
+            (from_file.tool_model.as_str(), from_file.max_tool_steps),
+            ("big", 3)
+        );
+        assert_eq!(from_file.tool_timeout, Duration::from_secs(7));
+        assert_eq!(from_file.mcp_servers.len(), 1);
+
+        let flags = agent_config(
+            dir.path(),
+            &[
+                "--graph",
+                "route",
+                "--max-tool-steps",
+                "9",
+                "--router-llm-name",
+                "flag",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                flags.graph,
+                flags.max_tool_steps,
+                flags.router_model.as_str()
+            ),
+            (GraphKind::Route, 9, "flag")
+        );
+        assert_eq!(
+            flags.tool_node,
+            ToolNode::Chatty,
+            "unflagged settings keep the file's"
+        );
+
+        let err = agent_config(dir.path(), &["--tool-timeout-secs", "0"]).unwrap_err();
+        assert!(err.to_string().contains("--tool-timeout-secs"), "{err}");
+        let err = agent_config(dir.path(), &["--tool-llm-name", " "]).unwrap_err();
+        assert!(err.to_string().contains("--tool-llm-name"), "{err}");
+    }
 }

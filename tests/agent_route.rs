@@ -303,3 +303,31 @@ fn mock_filler() -> &'static str {
     "Let me look into that for you. One moment please. Still working on it, almost there. \
      Thanks for waiting so patiently."
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_route_prompt_without_a_restart() {
+    let mock = Mock::start(0, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("configs/route_sys_prompts");
+    std::fs::create_dir_all(&prompts).unwrap();
+    let configs = dir.path().join("configs");
+    let server = Server::start(
+        &dir.path().join("data"),
+        &mock.base_url,
+        &["--config-dir", configs.to_str().unwrap()],
+    );
+    std::fs::write(prompts.join("route_prompt.txt"), "Route like a pirate.\n").unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &server.proc.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    server.proc.wait_for_line("prompts reloaded");
+    dashscope_stream(&server, Some("pirate"), "ahoy").await;
+    let router = requests_about(&mock, "ahoy")
+        .await
+        .into_iter()
+        .find(|r| r["response_format"]["type"] == "json_object")
+        .unwrap();
+    assert_eq!(router["messages"][0]["content"], "Route like a pirate.");
+}

@@ -306,6 +306,19 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_parses_to_no_servers() {
+        let shipped = include_str!("../../../configs/mcp_config.json");
+        assert_eq!(parse(shipped).unwrap(), []);
+        // Uncommenting the Xiaozhi line gives the legacy SSE server.
+        let xiaozhi = shipped.replace("// \"xiaozhi\"", "\"xiaozhi\"");
+        let servers = parse(&xiaozhi).unwrap();
+        assert_eq!(servers.len(), 1);
+        assert!(
+            matches!(&servers[0].transport, McpTransport::Sse { url, .. } if url == "http://127.0.0.1:8805/sse")
+        );
+    }
+
+    #[test]
     fn explains_what_is_wrong_and_hides_header_values() {
         let cases = [
             (
