@@ -331,3 +331,26 @@ async fn sighup_reloads_the_route_prompt_without_a_restart() {
         .unwrap();
     assert_eq!(router["messages"][0]["content"], "Route like a pirate.");
 }
+
+#[tokio::test]
+async fn a_turn_with_the_clients_own_instructions_skips_router_and_tools() {
+    let mock = Mock::start(0, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &mock.base_url, &[]);
+    // Xiaozhi's intent helper: a stateless call carrying its own system prompt.
+    let (status, body) = dashscope_call(
+        &server,
+        json!({"input": {"messages": [
+            {"role": "system", "content": "Classify the intent as JSON."},
+            {"role": "user", "content": "intent of: louder please"}]}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let calls = requests_about(&mock, "intent of: louder please").await;
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(
+        calls[0]["messages"][0]["content"],
+        "Classify the intent as JSON."
+    );
+    assert!(calls[0].get("tools").is_none() && calls[0].get("response_format").is_none());
+}

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real MCP servers the agent tests talk to, from the package registries only:
-# - target/mcp-venv: a Python venv with the official `mcp` package, 1.x (FastMCP, which 2.x
-#   renamed; Xiaozhi-era servers are 1.x), for
-#   tests/mcp/fastmcp_server.py over streamable HTTP and SSE);
+# - target/mcp-venv: a Python venv with the official `mcp` package, 1.x, whose FastMCP runs
+#   tests/mcp/fastmcp_server.py over streamable HTTP and SSE (2.x renamed FastMCP to
+#   MCPServer; the servers Xiaozhi users run are 1.x);
 # - target/mcp-node: `@modelcontextprotocol/server-everything` from npm (over stdio).
 # Idempotent: what is already installed is left alone. Run from anywhere.
 set -euo pipefail
