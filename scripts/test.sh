@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # All of lang-agent's tests, on a fresh machine or a used one.
 #
-# Installs what the tests need and is missing (Debian packages, Python SDK venvs under
-# target/), makes sure the local PostgreSQL is up, builds, then runs the Rust tests (unit and
+# Installs what the tests need and is missing (Debian packages, Python venvs and npm packages
+# under target/), makes sure the local PostgreSQL is up, builds, then runs the Rust tests (unit and
 # integration, against real SQLite files, the real PostgreSQL and the real binary) and the
 # Python SDK conformance suite (official dashscope and openai packages as clients).
 # Everything talks only to 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [[ -x scripts/install-test-deps.sh ]]; then
-    scripts/install-test-deps.sh
-fi
+# Debian's chromium and chromedriver for the viewer's browser test.
+scripts/install-test-deps.sh
+# Real MCP servers: the Python `mcp` package (FastMCP) and @modelcontextprotocol/server-everything.
+tests/mcp/setup.sh
 
 # The export and viewer tests use the machine's PostgreSQL (trust auth on 127.0.0.1:5432).
 if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then

@@ -164,6 +164,30 @@ pub struct ServeArgs {
     /// With --export-to: seconds between looks for new messages.
     #[arg(long, default_value_t = 2)]
     pub export_interval_secs: u64,
+    /// How turns are answered: `route` (a router picks the chat model or the tool model) or
+    /// `react` (one model with every tool). [default: route]
+    #[arg(long, value_enum)]
+    pub graph: Option<GraphKind>,
+    /// The fast model that routes turns (and speaks chatty filler). [default: qwen-flash]
+    #[arg(long, value_name = "NAME")]
+    pub router_llm_name: Option<String>,
+    /// The model of the route graph's tool branch. [default: the --llm-name]
+    #[arg(long, value_name = "NAME")]
+    pub tool_llm_name: Option<String>,
+    /// The route graph's tool branch: `tool`, or `chatty` (spoken filler while tools work,
+    /// streaming only). [default: tool]
+    #[arg(long, value_enum)]
+    pub tool_node: Option<ToolNode>,
+    /// Rounds of tool calls in one turn before the model must answer. [default: 6]
+    #[arg(long, value_name = "N")]
+    pub max_tool_steps: Option<usize>,
+    /// Time limit of one tool call, seconds (an MCP server's `timeout` overrides it).
+    /// [default: 20]
+    #[arg(long, value_name = "SECS")]
+    pub tool_timeout_secs: Option<u64>,
+    /// MCP servers file; a missing file means none. [default: <config-dir>/mcp_config.json]
+    #[arg(long, value_name = "FILE")]
+    pub mcp_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -196,6 +220,22 @@ pub struct MockLlmArgs {
     /// Delay between streamed chunks, milliseconds.
     #[arg(long, default_value_t = 0)]
     pub chunk_delay_ms: u64,
+}
+
+/// The agent graph (`--graph`, or `graph` in `agent.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphKind {
+    Route,
+    React,
+}
+
+/// The route graph's tool branch (`--tool-node`, or `tool_node` in `agent.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolNode {
+    Tool,
+    Chatty,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -10,8 +10,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{BusyPolicy, GlobalArgs, MemoryScope, ServeArgs};
+use serde::Deserialize;
+
+use crate::cli::{BusyPolicy, GlobalArgs, GraphKind, MemoryScope, ServeArgs, ToolNode};
 use crate::store::export::{DEFAULT_BATCH_SIZE, ExportError, FollowOptions};
+use crate::tools::mcp::{self, McpServerConfig};
 
 /// DashScope's OpenAI-compatible endpoint: the original system's default upstream.
 pub const DEFAULT_BASE_URL: &str = "https://dashscope.aliyuncs.com/compatible-mode/v1";
@@ -65,6 +68,104 @@ pub struct ServeConfig {
     pub export: Option<FollowOptions>,
     /// `--viewer-open`: the viewer without login (trusted LAN only).
     pub viewer_open: bool,
+    pub agent: AgentConfig,
+}
+
+/// How turns are answered: the graph, its models, tools and MCP servers. Set by flags, or by
+/// `<config-dir>/agent.json` (same names with `_`, comments allowed); flags win.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub graph: GraphKind,
+    pub router_model: String,
+    pub tool_model: String,
+    pub tool_node: ToolNode,
+    pub max_tool_steps: usize,
+    pub tool_timeout: Duration,
+    pub mcp_config: PathBuf,
+    pub mcp_servers: Vec<McpServerConfig>,
+}
+
+/// `agent.json`: the agent settings an operator keeps in the config directory.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentFile {
+    graph: Option<GraphKind>,
+    router_llm_name: Option<String>,
+    tool_llm_name: Option<String>,
+    tool_node: Option<ToolNode>,
+    max_tool_steps: Option<usize>,
+    tool_timeout_secs: Option<u64>,
+    /// Relative to the config directory.
+    mcp_config: Option<PathBuf>,
+}
+
+impl AgentFile {
+    fn load(config_dir: &std::path::Path) -> Result<AgentFile, ConfigError> {
+        let path = config_dir.join("agent.json");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(AgentFile::default()),
+            Err(e) => return Err(ConfigError(format!("cannot read {}: {e}", path.display()))),
+        };
+        jsonc_parser::parse_to_serde_value(&text, &Default::default())
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+    }
+}
+
+impl AgentConfig {
+    /// Flags first, then `agent.json`, then the defaults; checks the values and reads the MCP
+    /// servers file.
+    fn resolve(args: &ServeArgs, config: &Config) -> Result<AgentConfig, ConfigError> {
+        let file = AgentFile::load(&config.config_dir)?;
+        let name = |flag: &Option<String>, from_file: Option<String>, default: &str, what: &str| {
+            let value = flag
+                .clone()
+                .or(from_file)
+                .unwrap_or_else(|| default.to_string());
+            if value.trim().is_empty() {
+                Err(ConfigError(format!("--{what} must not be empty")))
+            } else {
+                Ok(value)
+            }
+        };
+        let max_tool_steps = args.max_tool_steps.or(file.max_tool_steps).unwrap_or(6);
+        if max_tool_steps == 0 {
+            return Err(ConfigError("--max-tool-steps must be at least 1".into()));
+        }
+        let tool_timeout_secs = args
+            .tool_timeout_secs
+            .or(file.tool_timeout_secs)
+            .unwrap_or(20);
+        if tool_timeout_secs == 0 {
+            return Err(ConfigError("--tool-timeout-secs must be at least 1".into()));
+        }
+        let mcp_config = args
+            .mcp_config
+            .clone()
+            .or_else(|| file.mcp_config.map(|p| config.config_dir.join(p)))
+            .unwrap_or_else(|| config.config_dir.join("mcp_config.json"));
+        let mcp_servers = mcp::config::load(&mcp_config).map_err(ConfigError)?;
+        Ok(AgentConfig {
+            graph: args.graph.or(file.graph).unwrap_or(GraphKind::Route),
+            router_model: name(
+                &args.router_llm_name,
+                file.router_llm_name,
+                "qwen-flash",
+                "router-llm-name",
+            )?,
+            tool_model: name(
+                &args.tool_llm_name,
+                file.tool_llm_name,
+                &config.llm.model,
+                "tool-llm-name",
+            )?,
+            tool_node: args.tool_node.or(file.tool_node).unwrap_or(ToolNode::Tool),
+            max_tool_steps,
+            tool_timeout: Duration::from_secs(tool_timeout_secs),
+            mcp_config,
+            mcp_servers,
+        })
+    }
 }
 
 /// The whole configuration of one process.
@@ -169,7 +270,9 @@ impl Config {
                 e => ConfigError(format!("--export-to: {e}")),
             })?;
         let auth_keys = auth_keys_from_env();
+        let agent = AgentConfig::resolve(args, &self)?;
         let serve = ServeConfig {
+            agent,
             api_addr,
             viewer_addr,
             fake_stream: args.fake_stream,
@@ -321,5 +424,92 @@ mod tests {
             err.contains("not a PostgreSQL URL") && !err.contains("pw@"),
             "{err}"
         );
+    }
+
+    fn agent_config(
+        config_dir: &std::path::Path,
+        extra: &[&str],
+    ) -> Result<AgentConfig, ConfigError> {
+        let dir = config_dir.to_str().unwrap();
+        serve_config(&[&["--config-dir", dir], extra].concat()).map(|s| s.agent)
+    }
+
+    #[test]
+    fn agent_settings_come_from_flags_then_agent_json_then_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let defaults = agent_config(dir.path(), &[]).unwrap();
+        assert_eq!(defaults.graph, GraphKind::Route);
+        assert_eq!(defaults.router_model, "qwen-flash");
+        assert_eq!(defaults.tool_model, "qwen-plus", "the --llm-name");
+        assert_eq!(defaults.tool_node, ToolNode::Tool);
+        assert_eq!(defaults.max_tool_steps, 6);
+        assert_eq!(defaults.tool_timeout, Duration::from_secs(20));
+        assert_eq!(defaults.mcp_config, dir.path().join("mcp_config.json"));
+        assert!(
+            defaults.mcp_servers.is_empty(),
+            "a missing file is no servers"
+        );
+
+        std::fs::write(
+            dir.path().join("agent.json"),
+            r#"{
+                // the box in the kitchen
+                "graph": "react", "tool_node": "chatty", "router_llm_name": "fast",
+                "tool_llm_name": "big", "max_tool_steps": 3, "tool_timeout_secs": 7,
+                "mcp_config": "servers.json",
+            }"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("servers.json"),
+            r#"{"mcpServers": {"calc": {"url": "http://127.0.0.1:1/mcp"}}}"#,
+        )
+        .unwrap();
+        let from_file = agent_config(dir.path(), &[]).unwrap();
+        assert_eq!(
+            (
+                from_file.graph,
+                from_file.tool_node,
+                from_file.router_model.as_str()
+            ),
+            (GraphKind::React, ToolNode::Chatty, "fast")
+        );
+        assert_eq!(
+            (from_file.tool_model.as_str(), from_file.max_tool_steps),
+            ("big", 3)
+        );
+        assert_eq!(from_file.tool_timeout, Duration::from_secs(7));
+        assert_eq!(from_file.mcp_servers.len(), 1);
+
+        let flags = agent_config(
+            dir.path(),
+            &[
+                "--graph",
+                "route",
+                "--max-tool-steps",
+                "9",
+                "--router-llm-name",
+                "flag",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                flags.graph,
+                flags.max_tool_steps,
+                flags.router_model.as_str()
+            ),
+            (GraphKind::Route, 9, "flag")
+        );
+        assert_eq!(
+            flags.tool_node,
+            ToolNode::Chatty,
+            "unflagged settings keep the file's"
+        );
+
+        let err = agent_config(dir.path(), &["--tool-timeout-secs", "0"]).unwrap_err();
+        assert!(err.to_string().contains("--tool-timeout-secs"), "{err}");
+        let err = agent_config(dir.path(), &["--tool-llm-name", " "]).unwrap_err();
+        assert!(err.to_string().contains("--tool-llm-name"), "{err}");
     }
 }

@@ -9,4 +9,5 @@ pub mod llm;
 pub mod mock_llm;
 pub mod server;
 pub mod store;
+pub mod tools;
 pub mod viewer;

@@ -16,7 +16,7 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::chat::ChatAgent;
+use crate::agent::graph;
 use crate::agent::prompts::Prompts;
 use crate::agent::turns::TurnRunner;
 use crate::api::auth::ApiKeys;
@@ -24,6 +24,8 @@ use crate::api::{self, ApiSettings, AppState};
 use crate::config::{Config, ServeConfig, redact_url};
 use crate::llm::LlmClient;
 use crate::store::{Store, export};
+use crate::tools::local::LocalTools;
+use crate::tools::{ToolSource, Toolbox, mcp};
 use crate::viewer;
 
 /// How long running answers (and open viewer streams) get after a stop signal.
@@ -43,11 +45,14 @@ pub async fn serve(config: Config, serve: ServeConfig) -> Result<(), String> {
     let prompts =
         Prompts::load(&config.config_dir).map_err(|e| format!("cannot read prompts: {e}"))?;
     let llm = LlmClient::new(&config.llm).map_err(|e| e.to_string())?;
-    let agent = Arc::new(ChatAgent::new(
+    let toolbox = Arc::new(tool_box(&serve).await?);
+    let agent = graph::build(
+        &serve.agent,
         llm,
-        config.llm.model.clone(),
+        &config.llm.model,
         prompts.clone(),
-    ));
+        toolbox,
+    );
     let turns = TurnRunner::new(
         store.clone(),
         agent,
@@ -79,6 +84,7 @@ pub async fn serve(config: Config, serve: ServeConfig) -> Result<(), String> {
     tracing::info!(
         data = %db_path.display(),
         model = %config.llm.model,
+        graph = ?serve.agent.graph,
         upstream = %redact_url(&config.llm.base_url),
         api = %api_addr,
         viewer = %viewer.as_ref().map_or("off".to_string(), |v| v.1.to_string()),
@@ -134,6 +140,23 @@ pub async fn http_server(
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await
         .map_err(|e| format!("server stopped: {e}"))
+}
+
+/// The local tools and the configured MCP servers. Servers that are up connect before the box
+/// says it is ready (a few seconds at most); the others join in the background when they come up.
+async fn tool_box(serve: &ServeConfig) -> Result<Toolbox, String> {
+    let agent = &serve.agent;
+    let mut sources: Vec<Arc<dyn ToolSource>> = vec![Arc::new(LocalTools::builtin())];
+    if !agent.mcp_servers.is_empty() {
+        tracing::info!(
+            config = %agent.mcp_config.display(),
+            servers = agent.mcp_servers.len(),
+            "connecting to MCP servers"
+        );
+    }
+    let servers = mcp::start_all(agent.mcp_servers.clone(), Duration::from_secs(5)).await?;
+    sources.extend(servers.into_iter().map(|s| s as Arc<dyn ToolSource>));
+    Ok(Toolbox::new(sources, agent.tool_timeout))
 }
 
 /// Answers are many small writes (one SSE frame per piece of text); Nagle's algorithm would

@@ -130,3 +130,41 @@ async fn secrets_never_reach_the_log() {
         assert!(!log.contains(secret), "{secret} leaked into:\n{log}");
     }
 }
+
+#[test]
+fn bad_agent_or_mcp_configuration_stops_the_start_with_one_line() {
+    let up = "http://127.0.0.1:9/v1";
+    let dir = tempfile::tempdir().unwrap();
+    let mcp = dir.path().join("mcp.json");
+    std::fs::write(
+        &mcp,
+        r#"{"x": {"url": "http://127.0.0.1:1/a", "transport": "carrier-pigeon"}}"#,
+    )
+    .unwrap();
+    let line = start_fails(&["--mcp-config", mcp.to_str().unwrap()], &[], up);
+    assert!(
+        line.contains("mcp.json") && line.contains("unknown transport"),
+        "{line}"
+    );
+
+    let configs = dir.path().join("configs");
+    std::fs::create_dir_all(&configs).unwrap();
+    std::fs::write(
+        configs.join("agent.json"),
+        r#"{"graph": "route", "max_tool_step": 3}"#,
+    )
+    .unwrap();
+    let line = start_fails(&["--config-dir", configs.to_str().unwrap()], &[], up);
+    assert!(
+        line.contains("agent.json") && line.contains("max_tool_step"),
+        "{line}"
+    );
+
+    std::fs::write(configs.join("agent.json"), r#"{"graph": "star"}"#).unwrap();
+    let line = start_fails(&["--config-dir", configs.to_str().unwrap()], &[], up);
+    assert!(
+        line.contains("agent.json") && line.contains("star"),
+        "{line}"
+    );
+    assert!(start_fails(&["--max-tool-steps", "0"], &[], up).contains("--max-tool-steps"));
+}

@@ -50,6 +50,7 @@ impl Agent for ChatAgent {
                 model: &self.model,
                 messages: &messages,
                 tools: &[],
+                json_object: false,
             };
             let mut on_text = |piece: &str| sink.text(piece);
             let completion = self.llm.stream(&request, &mut on_text).await?;

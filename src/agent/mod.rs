@@ -7,8 +7,12 @@
 //! loop) are new `Agent` implementations and plug in without touching `api/`.
 
 pub mod chat;
+pub mod chatty;
+pub mod graph;
 mod memory;
 pub mod prompts;
+pub mod router;
+pub mod tool_loop;
 pub mod turns;
 
 use futures::future::BoxFuture;
@@ -28,6 +32,9 @@ pub struct TurnInput {
     /// System instructions the client carried on a stateless call (Xiaozhi's intent and memory
     /// helpers send whole prompts). When present they replace the agent's own chat prompt.
     pub instructions: Option<String>,
+    /// The client hears text as it is produced. Collected (non-stream) answers must not
+    /// contain filler, so chatty mode speaks only when this is set.
+    pub streaming: bool,
 }
 
 /// What an agent emits while it answers.

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-/// The prompts the agents use, by name (`chat`, later `route`, `tool`, `chatty`).
+/// The prompts the agents use, by name: `chat` (the chat branch and plain answers), `route`
+/// (the router's decision), `tool` (the tool-using model), `chatty` (filler while tools work).
 #[derive(Clone)]
 pub struct Prompts {
     dir: PathBuf,
@@ -17,10 +18,33 @@ pub struct Prompts {
 }
 
 /// Defaults compiled in from the repository's `configs/`.
-const DEFAULTS: &[(&str, &str)] = &[(
-    "chat",
-    include_str!("../../configs/route_sys_prompts/chat_prompt.txt"),
-)];
+pub const DEFAULTS: &[(&str, &str)] = &[
+    (
+        "chat",
+        include_str!("../../configs/route_sys_prompts/chat_prompt.txt"),
+    ),
+    (
+        "route",
+        include_str!("../../configs/route_sys_prompts/route_prompt.txt"),
+    ),
+    (
+        "tool",
+        include_str!("../../configs/route_sys_prompts/tool_prompt.txt"),
+    ),
+    (
+        "chatty",
+        include_str!("../../configs/route_sys_prompts/chatty_prompt.txt"),
+    ),
+];
+
+/// The built-in text of prompt `name`, trimmed as loaded (the mock upstream recognises the
+/// chatty call by it).
+pub fn default_text(name: &str) -> Option<&'static str> {
+    DEFAULTS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, text)| text.trim())
+}
 
 impl Prompts {
     /// Loads every known prompt from `config_dir`.
@@ -74,6 +98,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let prompts = Prompts::load(dir.path()).unwrap();
         assert!(prompts.get("chat").contains("voice assistant"));
+        assert!(prompts.get("route").contains(r#"{"step": "tool"}"#));
+        assert!(!prompts.get("tool").is_empty() && !prompts.get("chatty").is_empty());
         std::fs::create_dir_all(dir.path().join("route_sys_prompts")).unwrap();
         std::fs::write(
             dir.path().join("route_sys_prompts/chat_prompt.txt"),

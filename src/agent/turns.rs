@@ -43,6 +43,9 @@ pub struct TurnRequest {
     pub new_messages: Vec<ChatMessage>,
     /// The client's own system text on a new thread.
     pub instructions: Option<String>,
+    /// The client receives the answer as it is produced (not collected into one reply), so
+    /// an agent may speak filler while it works.
+    pub streaming: bool,
 }
 
 /// What the client side of a turn receives.
@@ -234,6 +237,7 @@ impl TurnRunner {
             device_id: request.device_id.clone(),
             history,
             instructions: request.instructions,
+            streaming: request.streaming,
         };
         let mut recorder = Recorder {
             store: &self.store,

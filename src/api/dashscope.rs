@@ -144,7 +144,9 @@ async fn run(
             None => app_id.clone(),
         }),
     };
-    let turn = app.turns.start(dialogue.into_turn(thread, device)?);
+    let mut turn = dialogue.into_turn(thread, device)?;
+    turn.streaming = streaming && !app.settings.fake_stream;
+    let turn = app.turns.start(turn);
     // Xiaozhi expects its own session id back; a new thread's id is how the caller continues it.
     let session_id = session_id.unwrap_or_else(|| turn.thread_id.clone());
     let request_id = request_id.to_string();

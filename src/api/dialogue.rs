@@ -116,6 +116,7 @@ impl Dialogue {
             device_id,
             new_messages,
             instructions,
+            streaming: false,
         })
     }
 }

@@ -75,7 +75,9 @@ async fn run(app: AppState, body: Result<Bytes, BytesRejection>) -> Result<Respo
         Some(id) => ThreadChoice::Remember(id),
         None => ThreadChoice::Start,
     };
-    let turn = app.turns.start(dialogue.into_turn(thread, device)?);
+    let mut turn = dialogue.into_turn(thread, device)?;
+    turn.streaming = request.stream.unwrap_or(false);
+    let turn = app.turns.start(turn);
     // Clients name whatever model they like; they get their name back.
     let model = request
         .model

@@ -40,6 +40,9 @@ pub struct ChatRequest<'a> {
     pub messages: &'a [ChatMessage],
     /// OpenAI `tools` definitions; empty for a plain chat call.
     pub tools: &'a [Value],
+    /// Ask for a JSON object answer (`response_format: {"type": "json_object"}`), as the router
+    /// does for its structured decision.
+    pub json_object: bool,
 }
 
 #[derive(Clone)]
@@ -176,6 +179,9 @@ fn request_body(request: &ChatRequest<'_>, stream: bool) -> Value {
     }
     if !request.tools.is_empty() {
         body["tools"] = Value::Array(request.tools.to_vec());
+    }
+    if request.json_object {
+        body["response_format"] = json!({"type": "json_object"});
     }
     body
 }

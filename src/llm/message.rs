@@ -18,7 +18,8 @@ pub enum Role {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: Role,
-    #[serde(default)]
+    /// Models send `null` content with tool calls; that is no text.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub content: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
@@ -64,6 +65,10 @@ pub struct FunctionCall {
     /// JSON text, exactly as the model produced it.
     #[serde(default)]
     pub arguments: String,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 fn function_kind() -> String {

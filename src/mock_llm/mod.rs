@@ -4,12 +4,14 @@
 //! nothing else does. Its answers are deterministic so tests can compare text exactly: the
 //! reply to a request whose last user message is X, with user messages u1..un, is
 //! `You said: X. I remember: u1 | u2 | ... | un.` streamed in pieces of up to 8 characters.
-//! Directives inside X script failures (see [`script`]). Every request body is recorded and
-//! served back at `GET /mock/requests` so tests can check what the model was shown.
+//! Directives inside X script failures, the router's decision, tool calls and chatty filler
+//! (see [`script`]). Every request body is recorded and served back at `GET /mock/requests` so
+//! tests can check what the model was shown.
 
 mod script;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +26,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::cli::MockLlmArgs;
-use script::{Behaviour, Script};
+use script::{Answer, Behaviour, CallKind, Script};
 
 #[derive(Clone)]
 struct Mock {
@@ -33,6 +35,8 @@ struct Mock {
     requests: Arc<Mutex<Vec<Value>>>,
     /// How many times each `fail_first` content has been seen.
     failures: Arc<Mutex<HashMap<String, u32>>>,
+    /// Numbers tool call ids, so that every call of a run has its own.
+    next_call_id: Arc<AtomicU64>,
 }
 
 pub async fn run(args: MockLlmArgs) -> Result<(), String> {
@@ -41,6 +45,7 @@ pub async fn run(args: MockLlmArgs) -> Result<(), String> {
         chunk_delay: Duration::from_millis(args.chunk_delay_ms),
         requests: Arc::default(),
         failures: Arc::default(),
+        next_call_id: Arc::new(AtomicU64::new(1)),
     };
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
@@ -79,41 +84,73 @@ async fn clear_recorded(State(mock): State<Mock>) -> StatusCode {
 async fn chat_completions(State(mock): State<Mock>, Json(body): Json<Value>) -> Response {
     mock.requests.lock().unwrap().push(body.clone());
     let script = Script::read(&body);
-    let delay = script.delay.unwrap_or(mock.delay);
+    let delay = match script.kind {
+        CallKind::Router => script.route_delay.or(script.delay),
+        _ => script.delay,
+    }
+    .unwrap_or(mock.delay);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let behaviour = match script.behaviour.clone() {
-        Behaviour::FailFirst(n) => {
-            let mut seen = mock.failures.lock().unwrap();
-            let count = seen.entry(script.last_user.clone()).or_insert(0);
-            *count += 1;
-            if *count <= n {
-                Behaviour::Status(500)
-            } else {
-                Behaviour::Answer
+    let (answer, behaviour) = match script.kind {
+        CallKind::Router => match script.route_reply() {
+            Ok(text) => (Answer::Text(text), Behaviour::Answer),
+            Err(code) => return error_status(code),
+        },
+        CallKind::Chatty => (Answer::Text(script.filler_reply()), Behaviour::Answer),
+        CallKind::Answer => {
+            let behaviour = match script.behaviour.clone() {
+                Behaviour::FailFirst(n) => {
+                    let mut seen = mock.failures.lock().unwrap();
+                    let count = seen.entry(script.last_user.clone()).or_insert(0);
+                    *count += 1;
+                    if *count <= n {
+                        Behaviour::Status(500)
+                    } else {
+                        Behaviour::Answer
+                    }
+                }
+                other => other,
+            };
+            if let Behaviour::Status(code) = behaviour {
+                return error_status(code);
             }
+            (script.answer(), behaviour)
         }
-        other => other,
     };
-    if let Behaviour::Status(code) = behaviour {
-        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = json!({"error": {"message": format!("mock-llm scripted status {code}"),
-                                     "type": "mock_error", "code": code}});
-        return (status, Json(body)).into_response();
-    }
-    let reply = script.reply();
-    let usage = json!({
-        "prompt_tokens": script.prompt_chars / 4 + 1,
-        "completion_tokens": reply.chars().count() / 4 + 1,
-        "total_tokens": script.prompt_chars / 4 + reply.chars().count() / 4 + 2,
-    });
     let model = body
         .get("model")
         .and_then(Value::as_str)
         .unwrap_or("mock")
         .to_string();
-    if !body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let reply = match answer {
+        Answer::Text(text) => text,
+        Answer::ToolCalls(calls) => {
+            let calls: Vec<Value> = calls
+                .into_iter()
+                .map(|(name, arguments)| {
+                    let id = format!("call_{}", mock.next_call_id.fetch_add(1, Ordering::Relaxed));
+                    json!({"id": id, "type": "function",
+                           "function": {"name": name, "arguments": arguments}})
+                })
+                .collect();
+            let usage = usage(&script, "");
+            return if stream {
+                stream_tool_calls(&mock, calls, usage, model)
+            } else {
+                Json(json!({
+                    "id": "mock-1", "object": "chat.completion", "created": 0, "model": model,
+                    "choices": [{"index": 0, "finish_reason": "tool_calls",
+                                 "message": {"role": "assistant", "content": null, "tool_calls": calls}}],
+                    "usage": usage,
+                }))
+                .into_response()
+            };
+        }
+    };
+    let usage = usage(&script, &reply);
+    if !stream {
         return Json(json!({
             "id": "mock-1", "object": "chat.completion", "created": 0, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
@@ -123,6 +160,62 @@ async fn chat_completions(State(mock): State<Mock>, Json(body): Json<Value>) -> 
         .into_response();
     }
     stream_reply(&mock, reply, usage, model, behaviour == Behaviour::Cut)
+}
+
+fn error_status(code: u16) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = json!({"error": {"message": format!("mock-llm scripted status {code}"),
+                                 "type": "mock_error", "code": code}});
+    (status, Json(body)).into_response()
+}
+
+fn usage(script: &Script, reply: &str) -> Value {
+    json!({
+        "prompt_tokens": script.prompt_chars / 4 + 1,
+        "completion_tokens": reply.chars().count() / 4 + 1,
+        "total_tokens": script.prompt_chars / 4 + reply.chars().count() / 4 + 2,
+    })
+}
+
+/// Tool calls streamed as real servers do: each call's id and name first, then its arguments
+/// in a second piece, then `finish_reason: tool_calls`.
+fn stream_tool_calls(mock: &Mock, calls: Vec<Value>, usage: Value, model: String) -> Response {
+    let chunk = |delta: Value, finish: Value| {
+        let c = json!({"id": "mock-1", "object": "chat.completion.chunk", "created": 0,
+                       "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        Ok::<_, std::io::Error>(Bytes::from(format!("data: {c}\n\n")))
+    };
+    let mut frames = vec![chunk(
+        json!({"role": "assistant", "content": null}),
+        Value::Null,
+    )];
+    for (index, call) in calls.iter().enumerate() {
+        frames.push(chunk(
+            json!({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
+                                   "function": {"name": call["function"]["name"], "arguments": ""}}]}),
+            Value::Null,
+        ));
+        frames.push(chunk(
+            json!({"tool_calls": [{"index": index,
+                                   "function": {"arguments": call["function"]["arguments"]}}]}),
+            Value::Null,
+        ));
+    }
+    frames.push(chunk(json!({}), json!("tool_calls")));
+    let c = json!({"id": "mock-1", "object": "chat.completion.chunk", "created": 0,
+                   "choices": [], "usage": usage});
+    frames.push(Ok(Bytes::from(format!("data: {c}\n\ndata: [DONE]\n\n"))));
+    let chunk_delay = mock.chunk_delay;
+    let body = futures::stream::iter(frames).then(move |frame| async move {
+        if !chunk_delay.is_zero() {
+            tokio::time::sleep(chunk_delay).await;
+        }
+        frame
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 fn stream_reply(mock: &Mock, reply: String, usage: Value, model: String, cut: bool) -> Response {

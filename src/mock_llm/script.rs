@@ -1,12 +1,31 @@
-//! What the mock says: the deterministic reply and the directives that script failures.
+//! What the mock says: the deterministic reply and the directives that script it.
 //!
 //! Directives are written inside the last user message, so each test scripts its own turn
-//! and tests can run in parallel against one mock:
+//! and tests can run in parallel against one mock. The mock tells three kinds of call apart:
+//!
+//! **Router calls** (the request asks for `response_format: {"type": "json_object"}`) answer
+//! `{"step":"chat"}` unless told otherwise; failure directives below do not apply to them.
+//! - `[[mock:route=tool]]` → `{"step":"tool"}`; `[[mock:route=garbage]]` → text that is not
+//!   JSON; `[[mock:route=fail]]` → HTTP 500;
+//! - `[[mock:route_delay=MS]]` the router call (only) waits MS milliseconds.
+//!
+//! **Chatty calls** (the system prompt is the built-in `chatty_prompt.txt`) answer the
+//! [`FILLER`] sentences, or `[[mock:filler=TEXT]]`; failure directives do not apply either.
+//!
+//! **Answer calls** (everything else):
 //! - `[[mock:reply=TEXT]]` answer exactly TEXT;
 //! - `[[mock:status=CODE]]` answer with that HTTP status and an OpenAI error body;
 //! - `[[mock:cut]]` stream the first half of the reply, then drop the connection;
-//! - `[[mock:delay=MS]]` wait MS milliseconds before answering;
-//! - `[[mock:fail_first=N]]` the first N requests with this exact last user message get 500.
+//! - `[[mock:fail_first=N]]` the first N requests with this exact last user message get 500;
+//! - `[[mock:call=TOOL {"json": "args"}]]` when the request offers tools and no tool result
+//!   follows the last user message, call TOOL with those arguments (several directives: several
+//!   calls in one answer, which the agent runs in parallel); once tool results follow the last
+//!   user message, answer `Tool said: R1 | R2.` with the results verbatim;
+//! - `[[mock:repeat_calls]]` make the calls again in every round while tools are offered (a
+//!   model that never stops calling tools).
+//!
+//! For every kind, `[[mock:delay=MS]]` waits MS milliseconds before answering (as
+//! `--delay-ms` does for every call).
 
 use std::time::Duration;
 
@@ -20,8 +39,31 @@ pub enum Behaviour {
     FailFirst(u32),
 }
 
+/// What the chatty model says unless `[[mock:filler=TEXT]]` says otherwise: three sentences,
+/// so that tests can see filler stop at a sentence end.
+pub const FILLER: &str = "Let me look into that for you. One moment please. Still working on it, \
+                          almost there. Thanks for waiting so patiently.";
+
+/// Which model role a request is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallKind {
+    Router,
+    Chatty,
+    Answer,
+}
+
+/// The router's scripted decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteScript {
+    Chat,
+    Tool,
+    Garbage,
+    Fail,
+}
+
 #[derive(Debug, Clone)]
 pub struct Script {
+    pub kind: CallKind,
     pub last_user: String,
     pub users: Vec<String>,
     pub reply_override: Option<String>,
@@ -29,6 +71,23 @@ pub struct Script {
     pub delay: Option<Duration>,
     /// Characters in all messages, for a plausible token count.
     pub prompt_chars: usize,
+    pub route: RouteScript,
+    pub route_delay: Option<Duration>,
+    pub filler: Option<String>,
+    /// `(tool name, JSON arguments)` of each `call` directive.
+    pub calls: Vec<(String, String)>,
+    pub repeat_calls: bool,
+    pub tools_offered: bool,
+    /// Contents of the tool results after the last user message, in order.
+    pub tool_results: Vec<String>,
+}
+
+/// What an answer call produces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Text(String),
+    /// `(tool name, JSON arguments)` per call.
+    ToolCalls(Vec<(String, String)>),
 }
 
 impl Script {
@@ -40,24 +99,75 @@ impl Script {
             .unwrap_or_default();
         let mut users = Vec::new();
         let mut prompt_chars = 0;
+        let mut tool_results = Vec::new();
         for m in &messages {
             let text = content_text(m.get("content"));
             prompt_chars += text.chars().count();
-            if m.get("role").and_then(Value::as_str) == Some("user") {
-                users.push(text);
+            match m.get("role").and_then(Value::as_str) {
+                Some("user") => {
+                    users.push(text);
+                    tool_results.clear();
+                }
+                Some("tool") => tool_results.push(text),
+                _ => {}
             }
         }
+        let first_system = messages
+            .first()
+            .filter(|m| m.get("role").and_then(Value::as_str) == Some("system"))
+            .map(|m| content_text(m.get("content")));
+        let kind = if body
+            .pointer("/response_format/type")
+            .and_then(Value::as_str)
+            == Some("json_object")
+        {
+            CallKind::Router
+        } else if first_system.as_deref().map(str::trim)
+            == crate::agent::prompts::default_text("chatty")
+        {
+            CallKind::Chatty
+        } else {
+            CallKind::Answer
+        };
         let last_user = users.last().cloned().unwrap_or_default();
         let mut script = Script {
+            kind,
             last_user: last_user.clone(),
             users,
             reply_override: None,
             behaviour: Behaviour::Answer,
             delay: None,
             prompt_chars,
+            route: RouteScript::Chat,
+            route_delay: None,
+            filler: None,
+            calls: Vec::new(),
+            repeat_calls: false,
+            tools_offered: body
+                .get("tools")
+                .and_then(Value::as_array)
+                .is_some_and(|t| !t.is_empty()),
+            tool_results,
         };
         for (name, value) in directives(&last_user) {
             match name {
+                "route" => {
+                    script.route = match value {
+                        "tool" => RouteScript::Tool,
+                        "garbage" => RouteScript::Garbage,
+                        "fail" => RouteScript::Fail,
+                        _ => RouteScript::Chat,
+                    }
+                }
+                "route_delay" => script.route_delay = value.parse().ok().map(Duration::from_millis),
+                "filler" => script.filler = Some(value.to_string()),
+                "call" => {
+                    let (tool, arguments) = value.split_once(' ').unwrap_or((value, "{}"));
+                    script
+                        .calls
+                        .push((tool.to_string(), arguments.trim().to_string()));
+                }
+                "repeat_calls" => script.repeat_calls = true,
                 "reply" => script.reply_override = Some(value.to_string()),
                 "status" => script.behaviour = Behaviour::Status(value.parse().unwrap_or(500)),
                 "cut" => script.behaviour = Behaviour::Cut,
@@ -67,6 +177,35 @@ impl Script {
             }
         }
         script
+    }
+
+    /// What a router call answers, or the HTTP status it fails with.
+    pub fn route_reply(&self) -> Result<String, u16> {
+        match self.route {
+            RouteScript::Chat => Ok(r#"{"step":"chat"}"#.into()),
+            RouteScript::Tool => Ok(r#"{"step":"tool"}"#.into()),
+            RouteScript::Garbage => Ok("I would say... tools? Or chat. Hard to tell!".into()),
+            RouteScript::Fail => Err(500),
+        }
+    }
+
+    /// What a chatty call answers.
+    pub fn filler_reply(&self) -> String {
+        self.filler.clone().unwrap_or_else(|| FILLER.to_string())
+    }
+
+    /// What an answer call produces: tool calls when scripted and possible, else text.
+    pub fn answer(&self) -> Answer {
+        let call_now = self.tools_offered
+            && !self.calls.is_empty()
+            && (self.tool_results.is_empty() || self.repeat_calls);
+        if call_now {
+            Answer::ToolCalls(self.calls.clone())
+        } else if !self.tool_results.is_empty() && self.reply_override.is_none() {
+            Answer::Text(format!("Tool said: {}.", self.tool_results.join(" | ")))
+        } else {
+            Answer::Text(self.reply())
+        }
     }
 
     pub fn reply(&self) -> String {
@@ -126,6 +265,46 @@ mod tests {
             {"role": "user", "content": "b"},
         ]}));
         assert_eq!(s.reply(), "You said: b. I remember: a | b.");
+    }
+
+    #[test]
+    fn tells_router_chatty_and_answer_calls_apart() {
+        let user =
+            json!({"role": "user", "content": "hi [[mock:route=tool]] [[mock:route_delay=5]]"});
+        let router = Script::read(&json!({"response_format": {"type": "json_object"},
+            "messages": [{"role": "system", "content": "route!"}, user.clone()]}));
+        assert_eq!(router.kind, CallKind::Router);
+        assert_eq!(router.route_reply(), Ok(r#"{"step":"tool"}"#.to_string()));
+        assert_eq!(router.route_delay, Some(Duration::from_millis(5)));
+        let chatty_prompt = crate::agent::prompts::default_text("chatty").unwrap();
+        let chatty = Script::read(&json!({"messages": [
+            {"role": "system", "content": format!("{chatty_prompt}\n")}, user.clone()]}));
+        assert_eq!(chatty.kind, CallKind::Chatty);
+        assert_eq!(chatty.filler_reply(), FILLER);
+        let answer = Script::read(&json!({"messages": [{"role": "system", "content": "x"}, user]}));
+        assert_eq!(answer.kind, CallKind::Answer);
+    }
+
+    #[test]
+    fn calls_tools_until_results_arrive() {
+        let user = json!({"role": "user",
+            "content": r#"go [[mock:call=add {"a": 1, "b": 2}]] [[mock:call=clock]]"#});
+        let tools = json!([{"type": "function", "function": {"name": "add"}}]);
+        let first = Script::read(&json!({"tools": tools, "messages": [user.clone()]}));
+        assert_eq!(
+            first.answer(),
+            Answer::ToolCalls(vec![
+                ("add".into(), r#"{"a": 1, "b": 2}"#.into()),
+                ("clock".into(), "{}".into())
+            ])
+        );
+        let without_tools = Script::read(&json!({"messages": [user.clone()]}));
+        assert!(matches!(without_tools.answer(), Answer::Text(t) if t.starts_with("You said:")));
+        let after = Script::read(&json!({"tools": tools, "messages": [user,
+            {"role": "assistant", "content": "", "tool_calls": []},
+            {"role": "tool", "content": "3", "tool_call_id": "a"},
+            {"role": "tool", "content": "noon", "tool_call_id": "b"}]}));
+        assert_eq!(after.answer(), Answer::Text("Tool said: 3 | noon.".into()));
     }
 
     #[test]

@@ -268,3 +268,144 @@ pub fn log_rows(db: &rusqlite::Connection, conversation: &str) -> Vec<(String, S
         .map(Result::unwrap)
         .collect()
 }
+
+/// The repository root (where `target/mcp-venv` and `target/mcp-node` are installed).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn mcp_install_missing(what: &Path) -> ! {
+    panic!(
+        "{} is missing: run tests/mcp/setup.sh (it installs the MCP test servers from PyPI and npm)",
+        what.display()
+    )
+}
+
+/// A free 127.0.0.1 port (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, proc: &Proc) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on port {port}; output:\n{}", proc.log());
+}
+
+/// Transports `tests/mcp/fastmcp_server.py` serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum FastMcpTransport {
+    StreamableHttp,
+    Sse,
+}
+
+/// The FastMCP test server (Python `mcp` package) on its own port.
+pub struct FastMcp {
+    pub proc: Proc,
+    pub port: u16,
+    pub transport: FastMcpTransport,
+}
+
+impl FastMcp {
+    pub fn start(transport: FastMcpTransport) -> FastMcp {
+        Self::start_on(transport, free_port())
+    }
+
+    pub fn start_on(transport: FastMcpTransport, port: u16) -> FastMcp {
+        let python = repo_root().join("target/mcp-venv/bin/python");
+        if !python.exists() {
+            mcp_install_missing(&python);
+        }
+        let mut command = Command::new(python);
+        command
+            .arg(repo_root().join("tests/mcp/fastmcp_server.py"))
+            .args(["--port", &port.to_string(), "--transport"])
+            .arg(match transport {
+                FastMcpTransport::StreamableHttp => "streamable-http",
+                FastMcpTransport::Sse => "sse",
+            });
+        let proc = Proc::spawn(command);
+        wait_for_port(port, &proc);
+        FastMcp {
+            proc,
+            port,
+            transport,
+        }
+    }
+
+    /// This server as an `mcp_config.json` entry in the original format.
+    pub fn config_entry(&self) -> serde_json::Value {
+        match self.transport {
+            FastMcpTransport::StreamableHttp => serde_json::json!({
+                "url": format!("http://127.0.0.1:{}/mcp", self.port), "transport": "streamable_http"}),
+            FastMcpTransport::Sse => serde_json::json!({
+                "url": format!("http://127.0.0.1:{}/sse", self.port), "transport": "sse"}),
+        }
+    }
+}
+
+/// `@modelcontextprotocol/server-everything` over stdio, as an `mcpServers` entry.
+pub fn everything_stdio_entry() -> serde_json::Value {
+    let entry = repo_root()
+        .join("target/mcp-node/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    if !entry.exists() {
+        mcp_install_missing(&entry);
+    }
+    serde_json::json!({"command": "node", "args": [entry, "stdio"]})
+}
+
+/// A config directory holding `mcp_config.json` with `config` (and the default prompts).
+pub fn config_dir_with_mcp(parent: &Path, config: &serde_json::Value) -> PathBuf {
+    let dir = parent.join("configs");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("mcp_config.json"),
+        format!("// written by the test\n{config:#}\n"),
+    )
+    .unwrap();
+    dir
+}
+
+/// The log's rows with their tool columns: (message_type, content, tool_calls, tool_name).
+pub fn tool_rows(
+    db: &rusqlite::Connection,
+    conversation: &str,
+) -> Vec<(String, String, Option<String>, Option<String>)> {
+    let mut stmt = db
+        .prepare(
+            "SELECT message_type, content, tool_calls, tool_name FROM messages
+             WHERE conversation_id = ?1 ORDER BY sequence_number",
+        )
+        .unwrap();
+    stmt.query_map([conversation], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+/// The model requests the mock received whose last user message contains `needle`.
+pub async fn requests_about(mock: &Mock, needle: &str) -> Vec<serde_json::Value> {
+    mock.requests()
+        .await
+        .into_iter()
+        .filter(|r| {
+            r["messages"]
+                .as_array()
+                .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+                .and_then(|m| m["content"].as_str())
+                .is_some_and(|c| c.contains(needle))
+        })
+        .collect()
+}

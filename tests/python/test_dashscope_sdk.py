@@ -501,7 +501,10 @@ def test_health(server):
 
 
 def test_upstream_history_shape(server, mock_llm, sid):
-    """The second turn goes upstream as [server system..., user first, assistant reply1, user second]."""
+    """The second turn goes upstream as [server system..., user first, assistant reply1, user second].
+
+    The default route graph makes two calls per turn: the router's (asked for a JSON object) and
+    the chat model's, both with the same history; the chat call is the one checked here."""
     first, second = uniq("hist-first"), uniq("hist-second")
     r1 = ds_call(server, session_id=sid, messages=[{"role": "user", "content": first}])
     assert r1.status_code == HTTPStatus.OK, describe([r1])
@@ -509,9 +512,12 @@ def test_upstream_history_shape(server, mock_llm, sid):
     d2 = xiaozhi_dialogue([(first, r1.output.text)], second)
     r2 = xiaozhi_call(server, sid, d2, stream=False)
     assert r2.status_code == HTTPStatus.OK, describe([r2])
-    reqs = [q for q in mock_llm.requests()
+    turn = [q for q in mock_llm.requests()
             if q.get("messages") and q["messages"][-1].get("content") == second]
-    assert len(reqs) == 1, f"expected exactly one upstream request for the turn, got {len(reqs)}"
+    routers = [q for q in turn if (q.get("response_format") or {}).get("type") == "json_object"]
+    reqs = [q for q in turn if q not in routers]
+    assert len(routers) == 1, f"expected one router request for the turn, got {len(routers)}"
+    assert len(reqs) == 1, f"expected exactly one chat request for the turn, got {len(reqs)}"
     msgs = reqs[0]["messages"]
     assert msgs[0]["role"] == "system", msgs
     convo = [(m["role"], m.get("content")) for m in msgs if m["role"] != "system"]

@@ -1,0 +1,148 @@
+//! The tool loop: model → tool calls → results → model, until the model answers in words.
+//!
+//! This is the route graph's tool branch (tool prompt, `--tool-llm-name`) and, with the chat
+//! prompt and every tool, the whole `react` graph. Each step's messages go to the sink as they
+//! complete — the AI message that asked for tools, then one `tool` message per result — so the
+//! runner logs and remembers every step, and the next step's model call sees them too.
+//!
+//! Tools never fail a turn: an unknown tool, bad arguments, a tool error, a timeout or a server
+//! that went away all become a result text the model reads and can explain. Several calls in
+//! one step run in parallel. After `--max-tool-steps` rounds of calls, one last call is made
+//! without tools, so the model must answer with what it has.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::prompts::Prompts;
+use super::{Agent, AgentSink, TurnInput};
+use crate::llm::{ChatMessage, ChatRequest, LlmClient, LlmError, Role, ToolCall, Usage};
+use crate::tools::Toolbox;
+
+pub struct ToolAgent {
+    llm: LlmClient,
+    model: String,
+    prompts: Prompts,
+    /// Which prompt is the system prompt: `tool` for the route graph's branch, `chat` for react.
+    prompt: &'static str,
+    toolbox: Arc<Toolbox>,
+    max_steps: usize,
+}
+
+impl ToolAgent {
+    pub fn new(
+        llm: LlmClient,
+        model: impl Into<String>,
+        prompts: Prompts,
+        prompt: &'static str,
+        toolbox: Arc<Toolbox>,
+        max_steps: usize,
+    ) -> ToolAgent {
+        ToolAgent {
+            llm,
+            model: model.into(),
+            prompts,
+            prompt,
+            toolbox,
+            max_steps,
+        }
+    }
+
+    async fn run(&self, input: &TurnInput, sink: &AgentSink) -> Result<Usage, LlmError> {
+        // A client that sent its own instructions (Xiaozhi's intent and memory helpers) asked
+        // for a specific job in a specific shape: that is answered as asked, without tools.
+        let (system, tools) = match &input.instructions {
+            Some(instructions) => (instructions.clone(), Vec::new()),
+            None => (
+                self.prompts.get(self.prompt).to_string(),
+                self.toolbox.definitions(input.device_id.is_some()),
+            ),
+        };
+        let mut messages = Vec::with_capacity(input.history.len() + 4);
+        messages.push(ChatMessage::system(system));
+        messages.extend(input.history.iter().cloned());
+        let mut usage = Usage::default();
+        for step in 0..=self.max_steps {
+            let offered: &[serde_json::Value] = if step < self.max_steps { &tools } else { &[] };
+            let request = ChatRequest {
+                model: &self.model,
+                messages: &messages,
+                tools: offered,
+                json_object: false,
+            };
+            let mut on_text = |piece: &str| sink.text(piece);
+            let completion = self.llm.stream(&request, &mut on_text).await?;
+            usage += completion.usage;
+            let mut reply = completion.message;
+            if offered.is_empty() {
+                // Calls to tools that were not offered cannot be run; the text is the answer.
+                reply.tool_calls.clear();
+            }
+            if reply.tool_calls.is_empty() {
+                sink.message(reply);
+                return Ok(usage);
+            }
+            for (i, call) in reply.tool_calls.iter_mut().enumerate() {
+                if call.id.is_empty() {
+                    call.id = format!("call_{step}_{i}");
+                }
+            }
+            sink.message(reply.clone());
+            let device = input.device_id.as_deref();
+            let results = futures::future::join_all(
+                reply
+                    .tool_calls
+                    .iter()
+                    .map(|call| self.run_tool(&input.thread_id, call, device)),
+            )
+            .await;
+            let calls = reply.tool_calls.clone();
+            messages.push(reply);
+            for (call, content) in calls.iter().zip(results) {
+                let mut result = ChatMessage::new(Role::Tool, content);
+                result.tool_call_id = Some(call.id.clone());
+                result.name = Some(call.function.name.clone());
+                sink.message(result.clone());
+                messages.push(result);
+            }
+        }
+        unreachable!("the last step offers no tools, so it answers")
+    }
+
+    /// One tool call's result text: the tool's answer, or why there is none.
+    async fn run_tool(&self, thread: &str, call: &ToolCall, device: Option<&str>) -> String {
+        let started = Instant::now();
+        let name = &call.function.name;
+        let result = self
+            .toolbox
+            .call(name, &call.function.arguments, device)
+            .await;
+        let ms = started.elapsed().as_millis() as u64;
+        match result {
+            Ok(text) => {
+                tracing::info!(thread, tool = %name, ms, "tool answered");
+                text
+            }
+            Err(e) => {
+                tracing::warn!(thread, tool = %name, ms, "tool failed: {e}");
+                format!("Error: {e}")
+            }
+        }
+    }
+}
+
+impl Agent for ToolAgent {
+    fn answer<'a>(
+        &'a self,
+        input: &'a TurnInput,
+        sink: AgentSink,
+    ) -> BoxFuture<'a, Result<Usage, LlmError>> {
+        async move { self.run(input, &sink).await }.boxed()
+    }
+
+    fn model_name(&self) -> &str {
+        &self.model
+    }
+}

@@ -1,0 +1,294 @@
+//! One MCP server, kept connected through rmcp, offering its tools as a [`ToolSource`].
+//!
+//! Each server has a supervisor task for the life of the process. It connects (streamable
+//! HTTP, legacy SSE or a child process), lists the tools, and then waits: for
+//! `notifications/tools/list_changed`, which makes it list them again, or for the connection to
+//! end. A server that is down — at start or later — offers no tools and is retried in the
+//! background with a growing pause (0.5 s doubling to 10 s), so the box starts and keeps
+//! answering without it, and its tools appear the moment it is back.
+
+use std::process::Stdio;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use rmcp::model::{CallToolRequestParams, ClientConfig, Implementation};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
+use serde_json::{Map, Value};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::{mpsc, watch};
+
+use super::config::{McpServerConfig, McpTransport};
+use super::legacy_sse;
+use crate::tools::{ToolError, ToolSource, ToolSpec};
+
+/// Longest wait for a server to connect and answer `initialize` and `tools/list`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+const LONGEST_RETRY: Duration = Duration::from_secs(10);
+
+/// A configured MCP server and, while connected, its tools.
+pub struct McpServer {
+    config: McpServerConfig,
+    live: RwLock<Option<Live>>,
+}
+
+/// The state of a connected server.
+struct Live {
+    peer: Peer<RoleClient>,
+    tools: Vec<ToolSpec>,
+}
+
+/// Passes `tools/list_changed` notifications to the supervisor.
+struct ListChangeHandler {
+    changed: mpsc::UnboundedSender<()>,
+}
+
+impl ClientHandler for ListChangeHandler {
+    fn on_tool_list_changed(
+        &self,
+        _context: NotificationContext<RoleClient>,
+    ) -> impl Future<Output = ()> + Send + '_ {
+        let _ = self.changed.send(());
+        std::future::ready(())
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            Default::default(),
+            Implementation::new("lang-agent", env!("CARGO_PKG_VERSION")),
+        )
+    }
+}
+
+impl McpServer {
+    /// Starts the server's supervisor. The returned receiver turns `true` once the first
+    /// connection attempt is over, whether it succeeded or not.
+    pub fn start(
+        config: McpServerConfig,
+        http: reqwest::Client,
+    ) -> (Arc<McpServer>, watch::Receiver<bool>) {
+        let server = Arc::new(McpServer {
+            config,
+            live: RwLock::new(None),
+        });
+        let (tried, tried_rx) = watch::channel(false);
+        tokio::spawn(Arc::clone(&server).supervise(http, tried));
+        (server, tried_rx)
+    }
+
+    async fn supervise(self: Arc<Self>, http: reqwest::Client, tried: watch::Sender<bool>) {
+        let name = self.config.name.clone();
+        let mut pause = FIRST_RETRY;
+        let mut failures = 0u32;
+        loop {
+            let (changed_tx, mut changed) = mpsc::unbounded_channel();
+            let handler = ListChangeHandler {
+                changed: changed_tx,
+            };
+            let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
+                let running = connect(&self.config.transport, &http, handler).await?;
+                let tools = list_tools(running.peer()).await?;
+                Ok::<_, String>((running, tools))
+            })
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {CONNECT_TIMEOUT:?}")));
+            tried.send_replace(true);
+            match connected {
+                Ok((running, tools)) => {
+                    pause = FIRST_RETRY;
+                    failures = 0;
+                    tracing::info!(
+                        server = %name,
+                        tools = %tool_names(&tools),
+                        "MCP server connected"
+                    );
+                    self.set_live(Some(Live {
+                        peer: running.peer().clone(),
+                        tools,
+                    }));
+                    self.serve_until_closed(running, &mut changed).await;
+                    self.set_live(None);
+                    tracing::warn!(server = %name, "MCP server disconnected; reconnecting");
+                }
+                Err(e) => {
+                    failures += 1;
+                    // Say it once loudly; a server that stays down is retried quietly.
+                    if failures == 1 {
+                        tracing::warn!(server = %name, "MCP server not reachable, retrying in the background: {e}");
+                    } else {
+                        tracing::debug!(server = %name, "MCP server still not reachable: {e}");
+                    }
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(LONGEST_RETRY);
+        }
+    }
+
+    /// Keeps the tool list fresh until the connection ends.
+    async fn serve_until_closed(
+        &self,
+        running: RunningService<RoleClient, ListChangeHandler>,
+        changed: &mut mpsc::UnboundedReceiver<()>,
+    ) {
+        let peer = running.peer().clone();
+        let closed = running.waiting();
+        tokio::pin!(closed);
+        loop {
+            tokio::select! {
+                _ = &mut closed => return,
+                Some(()) = changed.recv() => {
+                    match list_tools(&peer).await {
+                        Ok(tools) => {
+                            tracing::info!(server = %self.config.name, tools = %tool_names(&tools), "MCP tools changed");
+                            if let Some(live) = self.live.write().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                                live.tools = tools;
+                            }
+                        }
+                        Err(e) => tracing::warn!(server = %self.config.name, "MCP tools not re-listed: {e}"),
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_live(&self, live: Option<Live>) {
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = live;
+    }
+
+    fn peer(&self) -> Option<Peer<RoleClient>> {
+        self.live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|l| l.peer.clone())
+    }
+}
+
+impl ToolSource for McpServer {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn tools(&self) -> Vec<ToolSpec> {
+        self.live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|l| l.tools.clone())
+            .unwrap_or_default()
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        self.config.timeout
+    }
+
+    fn call<'a>(
+        &'a self,
+        tool: &'a str,
+        arguments: Map<String, Value>,
+    ) -> BoxFuture<'a, Result<String, ToolError>> {
+        async move {
+            let peer = self.peer().ok_or_else(|| {
+                ToolError::Unavailable(format!("MCP server {:?} is down", self.config.name))
+            })?;
+            let mut params = CallToolRequestParams::new(tool.to_string());
+            params.arguments = Some(arguments);
+            let result = peer.call_tool(params).await.map_err(|e| {
+                ToolError::Unavailable(format!("MCP server {:?}: {e}", self.config.name))
+            })?;
+            let mut texts: Vec<String> = result
+                .content
+                .iter()
+                .filter_map(|block| block.as_text().map(|t| t.text.clone()))
+                .collect();
+            if texts.is_empty()
+                && let Some(structured) = &result.structured_content
+            {
+                texts.push(structured.to_string());
+            }
+            let text = texts.join("\n");
+            if result.is_error == Some(true) {
+                Err(ToolError::Failed(text))
+            } else {
+                Ok(text)
+            }
+        }
+        .boxed()
+    }
+}
+
+/// Opens an rmcp session over the configured transport.
+async fn connect(
+    transport: &McpTransport,
+    http: &reqwest::Client,
+    handler: ListChangeHandler,
+) -> Result<RunningService<RoleClient, ListChangeHandler>, String> {
+    match transport {
+        McpTransport::StreamableHttp { url, headers } => {
+            let custom = headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
+                .custom_headers(custom)
+                // Parallel tool calls on one server must not queue behind each other.
+                .max_concurrent_requests(8);
+            let transport = StreamableHttpClientTransport::with_client(http.clone(), config);
+            handler.serve(transport).await.map_err(|e| e.to_string())
+        }
+        McpTransport::Sse { url, headers } => {
+            let (sink, stream) = legacy_sse::connect(http, url, headers)
+                .await
+                .map_err(|e| e.to_string())?;
+            handler
+                .serve((sink, stream))
+                .await
+                .map_err(|e| e.to_string())
+        }
+        McpTransport::Stdio { command, args, env } => {
+            let mut cmd = tokio::process::Command::new(command);
+            cmd.args(args).envs(env);
+            let (child, stderr) = TokioChildProcess::builder(cmd)
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("cannot start {command:?}: {e}"))?;
+            if let Some(stderr) = stderr {
+                // A server's own log lines go to ours, at debug level, instead of our stderr.
+                let command = command.clone();
+                tokio::spawn(async move {
+                    let mut lines = tokio::io::BufReader::new(stderr).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        tracing::debug!(%command, "MCP server stderr: {line}");
+                    }
+                });
+            }
+            handler.serve(child).await.map_err(|e| e.to_string())
+        }
+    }
+}
+
+async fn list_tools(peer: &Peer<RoleClient>) -> Result<Vec<ToolSpec>, String> {
+    let tools = peer.list_all_tools().await.map_err(|e| e.to_string())?;
+    Ok(tools
+        .into_iter()
+        .map(|tool| ToolSpec {
+            name: tool.name.to_string(),
+            description: tool.description.as_deref().unwrap_or_default().to_string(),
+            input_schema: Value::Object((*tool.input_schema).clone()),
+        })
+        .collect())
+}
+
+fn tool_names(tools: &[ToolSpec]) -> String {
+    tools
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}

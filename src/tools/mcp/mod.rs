@@ -1,0 +1,41 @@
+//! MCP servers as tool sources, through rmcp (the official Rust SDK).
+//!
+//! [`config`] reads `mcp_config.json`; [`client`] keeps each server connected and its tool
+//! list fresh; [`legacy_sse`] adapts the legacy HTTP+SSE transport Xiaozhi's tool server speaks
+//! to rmcp's Sink/Stream transport.
+
+pub mod client;
+pub mod config;
+pub mod legacy_sse;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use client::McpServer;
+pub use config::{McpServerConfig, McpTransport};
+
+/// Starts every configured server's supervisor and waits up to `first_wait` for their first
+/// connection attempts, so that servers already up have their tools from the first turn. A
+/// server still down (or slow) after that is not waited for: it joins when it comes up.
+pub async fn start_all(
+    configs: Vec<McpServerConfig>,
+    first_wait: Duration,
+) -> Result<Vec<Arc<McpServer>>, String> {
+    // No read timeout: SSE streams stay open and quiet for as long as the server lives; calls
+    // are bounded by the toolbox's per-tool timeout instead.
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| format!("MCP HTTP client: {e}"))?;
+    let mut servers = Vec::new();
+    let mut first_attempts = Vec::new();
+    for config in configs {
+        let (server, mut tried) = McpServer::start(config, http.clone());
+        servers.push(server);
+        first_attempts.push(async move {
+            let _ = tried.wait_for(|done| *done).await;
+        });
+    }
+    let _ = tokio::time::timeout(first_wait, futures::future::join_all(first_attempts)).await;
+    Ok(servers)
+}
