@@ -71,12 +71,7 @@ async fn without_login_every_page_and_api_answer_is_refused() {
         }
     }
     // A made-up session cookie is no login either.
-    let r = client
-        .get(format!("{base}/"))
-        .header("cookie", "lang_agent_viewer=00ff")
-        .send()
-        .await
-        .unwrap();
+    let r = get_as(&client, &format!("{base}/"), "lang_agent_viewer=00ff").await;
     assert_eq!(r.status(), 303);
     // Health answers without login and says nothing about conversations.
     let r = client.get(format!("{base}/health")).send().await.unwrap();
@@ -132,42 +127,32 @@ async fn login_sets_a_strict_http_only_cookie_and_logout_ends_the_session() {
         .unwrap();
     assert_eq!(r.headers()["location"], "/");
 
-    let page = client
-        .get(format!("{base}/"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let page = get_as(&client, &format!("{base}/"), &cookie).await;
     assert_eq!(page.status(), 200);
     let page = page.text().await.unwrap();
     assert!(page.contains("kitchen-morning_dev1"));
     let csrf = csrf_in(&page);
 
     // The cookie also opens the API.
-    let r = client
-        .get(format!("{base}/api/conversations"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = get_as(&client, &format!("{base}/api/conversations"), &cookie).await;
     assert_eq!(r.status(), 200);
 
     // Logging out needs the token, then the cookie is dead.
-    let r = client
-        .post(format!("{base}/logout"))
-        .header("cookie", &cookie)
-        .form(&[("csrf", "wrong")])
-        .send()
-        .await
-        .unwrap();
+    let r = post_form_as(
+        &client,
+        &format!("{base}/logout"),
+        &cookie,
+        &[("csrf", "wrong")],
+    )
+    .await;
     assert_eq!(r.status(), 403);
-    let r = client
-        .post(format!("{base}/logout"))
-        .header("cookie", &cookie)
-        .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let r = post_form_as(
+        &client,
+        &format!("{base}/logout"),
+        &cookie,
+        &[("csrf", csrf.as_str())],
+    )
+    .await;
     assert_eq!(r.status(), 303);
     assert!(
         r.headers()["set-cookie"]
@@ -175,12 +160,7 @@ async fn login_sets_a_strict_http_only_cookie_and_logout_ends_the_session() {
             .unwrap()
             .contains("Max-Age=0")
     );
-    let r = client
-        .get(format!("{base}/"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = get_as(&client, &format!("{base}/"), &cookie).await;
     assert_eq!(r.status(), 303, "the session ended");
 }
 
@@ -191,12 +171,7 @@ async fn message_text_is_escaped_and_pages_carry_a_content_security_policy() {
     let base = serve_router(&store, false).await;
     let client = http();
     let cookie = login_cookie(&client, &base).await;
-    let r = client
-        .get(format!("{base}/c/living-room_dev2"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = get_as(&client, &format!("{base}/c/living-room_dev2"), &cookie).await;
     assert_eq!(r.status(), 200);
     let csp = r.headers()["content-security-policy"]
         .to_str()
@@ -241,22 +216,17 @@ async fn delete_needs_the_sessions_csrf_token() {
     let client = http();
     let mine = login_cookie(&client, &base).await;
     let other = login_cookie(&client, &base).await;
-    let confirm = client
-        .get(format!("{base}/c/kitchen-morning_dev1/delete"))
-        .header("cookie", &mine)
-        .send()
-        .await
-        .unwrap();
+    let confirm = get_as(
+        &client,
+        &format!("{base}/c/kitchen-morning_dev1/delete"),
+        &mine,
+    )
+    .await;
     assert_eq!(confirm.status(), 200);
     let confirm = confirm.text().await.unwrap();
     assert!(confirm.contains("Delete this conversation?"));
     let my_token = csrf_in(&confirm);
-    let others_page = client
-        .get(format!("{base}/"))
-        .header("cookie", &other)
-        .send()
-        .await
-        .unwrap();
+    let others_page = get_as(&client, &format!("{base}/"), &other).await;
     let others_token = csrf_in(&others_page.text().await.unwrap());
     assert_ne!(my_token, others_token);
 
@@ -269,13 +239,7 @@ async fn delete_needs_the_sessions_csrf_token() {
             vec![("csrf", others_token.as_str())],
         ),
     ] {
-        let r = client
-            .post(&url)
-            .header("cookie", &mine)
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
+        let r = post_form_as(&client, &url, &mine, &form).await;
         assert_eq!(r.status(), 403, "{what}");
     }
     // A cross-site form post carries no cookie (SameSite=Strict) and so is not even logged in.
@@ -302,13 +266,7 @@ async fn delete_needs_the_sessions_csrf_token() {
     );
 
     let mut events = store.subscribe();
-    let r = client
-        .post(&url)
-        .header("cookie", &mine)
-        .form(&[("csrf", my_token.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let r = post_form_as(&client, &url, &mine, &[("csrf", my_token.as_str())]).await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/");
     assert!(
@@ -322,12 +280,7 @@ async fn delete_needs_the_sessions_csrf_token() {
         events.recv().await.unwrap(),
         lang_agent::store::StoreEvent::ConversationDeleted("kitchen-morning_dev1".into())
     );
-    let r = client
-        .get(format!("{base}/c/kitchen-morning_dev1"))
-        .header("cookie", &mine)
-        .send()
-        .await
-        .unwrap();
+    let r = get_as(&client, &format!("{base}/c/kitchen-morning_dev1"), &mine).await;
     assert_eq!(r.status(), 404);
 }
 
@@ -428,12 +381,12 @@ async fn json_api_keeps_the_original_shapes() {
 
     // Download: the same message shape, as an attachment.
     let cookie = login_cookie(&client, &base).await;
-    let r = client
-        .get(format!("{base}/c/kitchen-morning_dev1/download"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = get_as(
+        &client,
+        &format!("{base}/c/kitchen-morning_dev1/download"),
+        &cookie,
+    )
+    .await;
     assert!(
         r.headers()["content-disposition"]
             .to_str()

@@ -133,6 +133,32 @@ pub fn start_viewer_binary(db: &Path, data_dir: &Path) -> ViewerProcess {
     ViewerProcess { proc, base }
 }
 
+/// GET `url` as the session holding `cookie`.
+pub async fn get_as(client: &reqwest::Client, url: &str, cookie: &str) -> reqwest::Response {
+    client
+        .get(url)
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("GET")
+}
+
+/// POST `form` to `url` as the session holding `cookie`.
+pub async fn post_form_as(
+    client: &reqwest::Client,
+    url: &str,
+    cookie: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    client
+        .post(url)
+        .header("cookie", cookie)
+        .form(form)
+        .send()
+        .await
+        .expect("POST")
+}
+
 /// Logs in with the form; returns the session cookie (`name=value`).
 pub async fn login_cookie(client: &reqwest::Client, base: &str) -> String {
     let response = client
