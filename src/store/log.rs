@@ -98,17 +98,6 @@ impl Store {
         Ok(seqs)
     }
 
-    /// The newest `limit` messages still in the model's context, oldest first.
-    pub async fn memory(
-        &self,
-        conversation_id: &str,
-        limit: usize,
-    ) -> Result<Vec<StoredMessage>, StoreError> {
-        let conversation = conversation_id.to_string();
-        self.run(move |conn| memory_rows(conn, &conversation, limit))
-            .await
-    }
-
     /// Every message of a conversation, in order (viewer, export, tests).
     pub async fn conversation(
         &self,
@@ -145,20 +134,6 @@ impl Store {
         })
         .await
     }
-
-    /// Records that `device_id` is now talking in `conversation_id`. When that is a different
-    /// conversation from the device's previous one, the previous one leaves the model's memory
-    /// (its log stays); returns its id in that case.
-    pub async fn enter_conversation(
-        &self,
-        device_id: &str,
-        conversation_id: &str,
-    ) -> Result<Option<String>, StoreError> {
-        let device = device_id.to_string();
-        let conversation = conversation_id.to_string();
-        self.write(move |tx| enter_device_conversation(tx, &device, &conversation))
-            .await
-    }
 }
 
 /// The newest `limit` messages of a conversation still in the model's context, oldest first.
@@ -181,12 +156,14 @@ pub(super) fn memory_rows(
     Ok(rows)
 }
 
-/// See [`Store::enter_conversation`].
+/// Records that `device` is now talking in `conversation`. When that is a different
+/// conversation from the device's previous one, the previous one leaves the model's memory
+/// (its log stays).
 pub(super) fn enter_device_conversation(
     tx: &rusqlite::Connection,
     device: &str,
     conversation: &str,
-) -> Result<Option<String>, StoreError> {
+) -> Result<(), StoreError> {
     let previous: Option<String> = tx
         .query_row(
             "SELECT conversation_id FROM devices WHERE device_id = ?1",
@@ -195,7 +172,7 @@ pub(super) fn enter_device_conversation(
         )
         .optional()?;
     if previous.as_deref() == Some(conversation) {
-        return Ok(None);
+        return Ok(());
     }
     tx.execute(
         "INSERT INTO devices (device_id, conversation_id, updated_at) VALUES (?1, ?2, ?3)
@@ -208,7 +185,7 @@ pub(super) fn enter_device_conversation(
             [prev],
         )?;
     }
-    Ok(previous)
+    Ok(())
 }
 
 /// Appends `messages` inside `tx`, creating the conversation on its first message; returns
@@ -342,52 +319,42 @@ mod tests {
         assert_eq!(texts, ["hi", "hello", "again"]);
     }
 
+    /// Opens a turn the way the runner does; returns the memory the model would see.
+    async fn turn(
+        store: &Store,
+        conversation: &str,
+        device: Option<&str>,
+        text: &str,
+    ) -> Vec<String> {
+        let messages = vec![NewMessage::new(MessageKind::Human, text)];
+        let (_, memory) = store
+            .open_turn(conversation, device, "m", messages, 3)
+            .await
+            .unwrap();
+        memory.into_iter().map(|m| m.message.content).collect()
+    }
+
     #[tokio::test]
     async fn memory_is_bounded_and_forgetting_keeps_the_log() {
         let (_dir, store) = open_temp();
         for i in 0..5 {
-            store
-                .append(
-                    "c",
-                    None,
-                    None,
-                    vec![NewMessage::new(MessageKind::Human, format!("m{i}"))],
-                )
-                .await
-                .unwrap();
+            turn(&store, "c", None, &format!("m{i}")).await;
         }
-        let mem = store.memory("c", 2).await.unwrap();
-        let texts: Vec<_> = mem.iter().map(|m| m.message.content.as_str()).collect();
-        assert_eq!(texts, ["m3", "m4"]);
-        assert_eq!(store.forget(Some("c")).await.unwrap(), 5);
-        assert!(store.memory("c", 10).await.unwrap().is_empty());
-        assert_eq!(store.conversation("c").await.unwrap().len(), 5);
+        assert_eq!(turn(&store, "c", None, "m5").await, ["m3", "m4", "m5"]);
+        assert_eq!(store.forget(Some("c")).await.unwrap(), 6);
+        assert_eq!(turn(&store, "c", None, "fresh").await, ["fresh"]);
+        assert_eq!(store.conversation("c").await.unwrap().len(), 7);
     }
 
     #[tokio::test]
     async fn a_device_moving_on_drops_its_previous_conversation_from_memory() {
         let (_dir, store) = open_temp();
-        assert_eq!(store.enter_conversation("dev", "c1").await.unwrap(), None);
-        store
-            .append(
-                "c1",
-                Some("dev"),
-                None,
-                vec![NewMessage::new(MessageKind::Human, "x")],
-            )
-            .await
-            .unwrap();
-        assert_eq!(store.enter_conversation("dev", "c1").await.unwrap(), None);
-        assert_eq!(
-            store
-                .enter_conversation("dev", "c2")
-                .await
-                .unwrap()
-                .as_deref(),
-            Some("c1")
-        );
-        assert!(store.memory("c1", 10).await.unwrap().is_empty());
-        assert_eq!(store.conversation("c1").await.unwrap().len(), 1);
+        assert_eq!(turn(&store, "c1", Some("dev"), "x").await, ["x"]);
+        assert_eq!(turn(&store, "c1", Some("dev"), "y").await, ["x", "y"]);
+        assert_eq!(turn(&store, "c2", Some("dev"), "z").await, ["z"]);
+        assert_eq!(turn(&store, "c1", Some("dev"), "back").await, ["back"]);
+        // The log keeps everything.
+        assert_eq!(store.conversation("c1").await.unwrap().len(), 3);
     }
 
     #[tokio::test]

@@ -5,8 +5,6 @@
 //! the server is running. A missing store is an error rather than a fresh empty database:
 //! exporting a mistyped `--data-dir` must not quietly succeed with nothing.
 
-use tokio_util::sync::CancellationToken;
-
 use super::{
     ExportError, ExportOptions, FollowOptions, PgTarget, export_once, follow, write_sql_file,
 };
@@ -50,8 +48,7 @@ pub async fn run_command(config: &Config, args: &ExportArgs) -> Result<(), Expor
             export: options,
             interval: std::time::Duration::from_secs(args.interval_secs.max(1)),
         };
-        let shutdown = CancellationToken::new();
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        let shutdown = crate::server::stop_on_signal();
         let rows = follow(store, follow_options, shutdown).await?;
         println!("exported {rows} messages; stopped");
         return Ok(());
@@ -66,28 +63,4 @@ pub async fn run_command(config: &Config, args: &ExportArgs) -> Result<(), Expor
         summary.last_id
     );
     Ok(())
-}
-
-/// Cancels `token` on Ctrl-C or SIGTERM (what systemd sends).
-async fn cancel_on_signal(token: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    token.cancel();
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    token.cancel();
 }
