@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 
 use super::prompts::Prompts;
 use super::{Agent, AgentSink, TurnInput};
-use crate::llm::{ChatMessage, ChatRequest, LlmClient, LlmError, Usage};
+use crate::llm::{ChatRequest, LlmClient, LlmError, Usage};
 
 pub struct ChatAgent {
     llm: LlmClient,
@@ -24,18 +24,6 @@ impl ChatAgent {
             prompts,
         }
     }
-
-    /// The messages sent to the model: system prompt first, then the conversation.
-    pub fn messages(&self, input: &TurnInput) -> Vec<ChatMessage> {
-        let system = match &input.instructions {
-            Some(instructions) => instructions.clone(),
-            None => self.prompts.get("chat").to_string(),
-        };
-        let mut messages = Vec::with_capacity(input.history.len() + 1);
-        messages.push(ChatMessage::system(system));
-        messages.extend(input.history.iter().cloned());
-        messages
-    }
 }
 
 impl Agent for ChatAgent {
@@ -45,7 +33,7 @@ impl Agent for ChatAgent {
         sink: AgentSink,
     ) -> BoxFuture<'a, Result<Usage, LlmError>> {
         async move {
-            let messages = self.messages(input);
+            let messages = input.model_messages(&self.prompts.get("chat"));
             let request = ChatRequest {
                 model: &self.model,
                 messages: &messages,

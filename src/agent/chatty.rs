@@ -52,9 +52,7 @@ impl ChattyToolAgent {
         input: &TurnInput,
         pieces: mpsc::UnboundedSender<String>,
     ) -> Result<Usage, LlmError> {
-        let mut messages = Vec::with_capacity(input.history.len() + 1);
-        messages.push(ChatMessage::system(self.prompts.get("chatty").to_string()));
-        messages.extend(input.history.iter().cloned());
+        let messages = input.model_messages(&self.prompts.get("chatty"));
         let request = ChatRequest {
             model: &self.filler_model,
             messages: &messages,

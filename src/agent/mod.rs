@@ -37,6 +37,18 @@ pub struct TurnInput {
     pub streaming: bool,
 }
 
+impl TurnInput {
+    /// What a model call is sent: one system message, then the conversation. The system text
+    /// is the client's own instructions when it carried some, else the agent's `prompt`.
+    pub fn model_messages(&self, prompt: &str) -> Vec<ChatMessage> {
+        let system = self.instructions.as_deref().unwrap_or(prompt);
+        let mut messages = Vec::with_capacity(self.history.len() + 4);
+        messages.push(ChatMessage::system(system));
+        messages.extend(self.history.iter().cloned());
+        messages
+    }
+}
+
 /// What an agent emits while it answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentEvent {

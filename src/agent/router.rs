@@ -23,7 +23,7 @@ use serde_json::Value;
 use super::chat::ChatAgent;
 use super::prompts::Prompts;
 use super::{Agent, AgentEvent, AgentSink, TurnInput};
-use crate::llm::{ChatMessage, ChatRequest, LlmClient, LlmError, Usage};
+use crate::llm::{ChatRequest, LlmClient, LlmError, Usage};
 
 /// Where the router sends a turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,9 +63,7 @@ impl RouteGraph {
 
     /// Asks the router model where the turn goes.
     async fn route(&self, input: &TurnInput) -> (Route, Usage) {
-        let mut messages = Vec::with_capacity(input.history.len() + 1);
-        messages.push(ChatMessage::system(self.prompts.get("route").to_string()));
-        messages.extend(input.history.iter().cloned());
+        let messages = input.model_messages(&self.prompts.get("route"));
         let request = ChatRequest {
             model: &self.router_model,
             messages: &messages,

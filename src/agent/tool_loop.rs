@@ -53,16 +53,11 @@ impl ToolAgent {
     async fn run(&self, input: &TurnInput, sink: &AgentSink) -> Result<Usage, LlmError> {
         // A client that sent its own instructions (Xiaozhi's intent and memory helpers) asked
         // for a specific job in a specific shape: that is answered as asked, without tools.
-        let (system, tools) = match &input.instructions {
-            Some(instructions) => (instructions.clone(), Vec::new()),
-            None => (
-                self.prompts.get(self.prompt).to_string(),
-                self.toolbox.definitions(input.device_id.is_some()),
-            ),
+        let tools = match &input.instructions {
+            Some(_) => Vec::new(),
+            None => self.toolbox.definitions(input.device_id.is_some()),
         };
-        let mut messages = Vec::with_capacity(input.history.len() + 4);
-        messages.push(ChatMessage::system(system));
-        messages.extend(input.history.iter().cloned());
+        let mut messages = input.model_messages(&self.prompts.get(self.prompt));
         let mut usage = Usage::default();
         for step in 0..=self.max_steps {
             let offered: &[serde_json::Value] = if step < self.max_steps { &tools } else { &[] };
