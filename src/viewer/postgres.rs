@@ -10,7 +10,6 @@
 //! nothing said while it was away is missed.
 
 use std::collections::{BTreeSet, HashSet};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,9 +27,7 @@ use super::model::{
     ConversationSummary, ListFilter, ListPage, Message, device_from_session_id, like_literal,
 };
 use crate::store::StoreEvent;
-
-/// The notification channel the exporter announces batches on.
-pub const CHANNEL: &str = "lang_agent_messages";
+use crate::store::export::{NOTIFY_CHANNEL, PgTarget, notify_payload};
 
 /// A pool of connections to the fleet database.
 #[derive(Clone)]
@@ -42,10 +39,9 @@ type Param = Box<dyn ToSql + Sync + Send>;
 
 impl PgSource {
     /// Builds the pool (connections open on first use) and checks the database answers.
-    pub async fn connect(url: &str) -> Result<PgSource, ViewerError> {
-        let config = tokio_postgres::Config::from_str(url)?;
+    pub async fn connect(target: &PgTarget) -> Result<PgSource, ViewerError> {
         let manager = Manager::from_config(
-            config,
+            target.config().clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -178,9 +174,9 @@ impl PgSource {
             )
             .await?;
         if n > 0 {
-            let payload = serde_json::json!({ "conversations": [conversation_id] }).to_string();
+            let payload = notify_payload([conversation_id]);
             client
-                .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
+                .execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &payload])
                 .await?;
         }
         Ok(n > 0)
@@ -243,13 +239,13 @@ impl PgSource {
 
 /// Listens for the exporter's notifications for as long as the process runs, reconnecting
 /// with back-off.
-pub fn spawn_listener(url: String, source: PgSource, events: broadcast::Sender<StoreEvent>) {
+pub fn spawn_listener(target: PgTarget, source: PgSource, events: broadcast::Sender<StoreEvent>) {
     tokio::spawn(async move {
         let known = Arc::new(Mutex::new(KnownCounts::default()));
         let mut first = true;
         let mut backoff = Duration::from_secs(1);
         loop {
-            match listen(&url, &source, &events, &known, first).await {
+            match listen(&target, &source, &events, &known, first).await {
                 Ok(()) => tracing::warn!("viewer: PostgreSQL notification connection closed"),
                 Err(e) => tracing::warn!("viewer: PostgreSQL notifications: {e}"),
             }
@@ -261,13 +257,13 @@ pub fn spawn_listener(url: String, source: PgSource, events: broadcast::Sender<S
 }
 
 async fn listen(
-    url: &str,
+    target: &PgTarget,
     source: &PgSource,
     events: &broadcast::Sender<StoreEvent>,
     known: &Arc<Mutex<KnownCounts>>,
     first: bool,
 ) -> Result<(), ViewerError> {
-    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+    let (client, mut connection) = target.config().connect(NoTls).await?;
     let (payloads, mut incoming) = mpsc::unbounded_channel::<String>();
     // The connection object delivers notifications; it must be driven for the client to work.
     let driver = tokio::spawn(async move {
@@ -283,7 +279,9 @@ async fn listen(
         }
         Ok(())
     });
-    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    client
+        .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
+        .await?;
     // Listening first, then comparing everything, so no change falls between the two.
     let everything = source.counts(None).await?;
     let found = known

@@ -15,6 +15,7 @@ use super::changes::KnownCounts;
 use super::model::{ListFilter, ListPage, Message};
 use super::postgres::{self, PgSource};
 use super::{sqlite, watch};
+use crate::store::export::PgTarget;
 use crate::store::{Store, StoreEvent};
 
 /// The conversation log the viewer shows; cheap to clone.
@@ -79,9 +80,10 @@ impl Source {
 
     /// A PostgreSQL database in the documented schema (`postgres://` or `postgresql://` URL).
     pub async fn connect_postgres(url: &str) -> Result<Source, ViewerError> {
-        let pg = PgSource::connect(url).await?;
+        let target = PgTarget::parse(url).map_err(|e| ViewerError::Setup(e.to_string()))?;
+        let pg = PgSource::connect(&target).await?;
         let (events, _) = broadcast::channel(1024);
-        postgres::spawn_listener(url.to_string(), pg.clone(), events.clone());
+        postgres::spawn_listener(target, pg.clone(), events.clone());
         Ok(Source {
             backend: Backend::Postgres(pg),
             live: Live::Watched(events, None),

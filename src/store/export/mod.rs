@@ -27,7 +27,7 @@ pub use crate::config::redact_url;
 pub use command::run_command;
 pub use error::ExportError;
 pub use follow::{FollowOptions, follow, spawn_follower};
-pub use postgres::{MESSAGES_DDL, NOTIFY_CHANNEL, STATE_DDL};
+pub use postgres::{MESSAGES_DDL, NOTIFY_CHANNEL, STATE_DDL, notify_payload};
 pub use progress::Progress;
 pub use sql_file::write_sql_file;
 pub use target::{APPLICATION_NAME, PgTarget};

@@ -361,7 +361,10 @@ pub async fn write_batch(
     .map_err(|e| ExportError::postgres("UPDATE lang_agent_export_state", e))?;
     tx.execute(
         "SELECT pg_notify($1, $2)",
-        &[&NOTIFY_CHANNEL, &notify_payload(rows)],
+        &[
+            &NOTIFY_CHANNEL,
+            &notify_payload(rows.iter().map(|r| r.conversation_id.as_str())),
+        ],
     )
     .await
     .map_err(|e| ExportError::postgres("pg_notify", e))?;
@@ -404,8 +407,8 @@ async fn copy_rows(
 
 /// `{"conversations":[…]}` naming each conversation the batch touched, or
 /// `{"conversations":null}` ("something changed") when the list would be too long.
-pub fn notify_payload(rows: &[ExportRow]) -> String {
-    let touched: BTreeSet<&str> = rows.iter().map(|r| r.conversation_id.as_str()).collect();
+pub fn notify_payload<'a>(conversation_ids: impl IntoIterator<Item = &'a str>) -> String {
+    let touched: BTreeSet<&str> = conversation_ids.into_iter().collect();
     let payload = serde_json::json!({ "conversations": touched }).to_string();
     if payload.len() > NOTIFY_MAX_BYTES {
         r#"{"conversations":null}"#.to_string()
@@ -474,24 +477,16 @@ mod tests {
         assert!(problem(&columns).contains("column tenant is NOT NULL without a default"));
     }
 
-    fn row(conversation_id: &str) -> ExportRow {
-        ExportRow {
-            source_id: 1,
-            conversation_id: conversation_id.into(),
-            message_type: "human".into(),
-            content: String::new(),
-            sequence_number: 1,
-            created_at: chrono::Utc::now(),
-        }
-    }
-
     #[test]
     fn the_notification_lists_each_touched_conversation_once_until_it_gets_too_long() {
-        let rows = vec![row("b/2"), row("a/1"), row("b/2")];
-        assert_eq!(notify_payload(&rows), r#"{"conversations":["a/1","b/2"]}"#);
-        let many: Vec<_> = (0..1000)
-            .map(|i| row(&format!("conversation-{i}")))
-            .collect();
-        assert_eq!(notify_payload(&many), r#"{"conversations":null}"#);
+        assert_eq!(
+            notify_payload(["b/2", "a/1", "b/2"]),
+            r#"{"conversations":["a/1","b/2"]}"#
+        );
+        let many: Vec<String> = (0..1000).map(|i| format!("conversation-{i}")).collect();
+        assert_eq!(
+            notify_payload(many.iter().map(String::as_str)),
+            r#"{"conversations":null}"#
+        );
     }
 }

@@ -52,6 +52,11 @@ impl PgTarget {
         Ok(PgTarget { config, redacted })
     }
 
+    /// The checked connection settings (for pools and listeners that connect themselves).
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.config
+    }
+
     /// The URL with its password replaced by `***`: the only form fit to print.
     pub fn redacted(&self) -> &str {
         &self.redacted
