@@ -5,9 +5,10 @@
 //! reply to a request whose last user message is X, with user messages u1..un, is
 //! `You said: X. I remember: u1 | u2 | ... | un.` streamed in pieces of up to 8 characters.
 //! Directives inside X script failures, the router's decision, tool calls and chatty filler
-//! (see [`script`]). Every request body is recorded and served back at `GET /mock/requests` so
+//! (see [`script`]), and upstream faults (see [`faults`]). Every request body is recorded and served back at `GET /mock/requests` so
 //! tests can check what the model was shown.
 
+mod faults;
 mod script;
 
 use std::collections::HashMap;
@@ -91,6 +92,13 @@ async fn chat_completions(State(mock): State<Mock>, Json(body): Json<Value>) -> 
     .unwrap_or(mock.delay);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
+    }
+    if let Some(fault) = script.fault {
+        let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        let model = body.get("model").and_then(Value::as_str).unwrap_or("mock");
+        if let Some(response) = faults::respond(fault, &script.kind, stream, model) {
+            return response;
+        }
     }
     let (answer, behaviour) = match script.kind {
         CallKind::Router => match script.route_reply() {

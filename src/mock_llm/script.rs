@@ -26,6 +26,18 @@
 //!
 //! For every kind, `[[mock:delay=MS]]` waits MS milliseconds before answering (as
 //! `--delay-ms` does for every call).
+//!
+//! **Upstream faults** (for the fault suite; see [`super::faults`]). On answer calls:
+//! - `[[mock:endless]]` stream text forever, as fast as the client reads;
+//! - `[[mock:drip=MS]]` stream one small piece of text every MS milliseconds, forever (the
+//!   first at once);
+//! - `[[mock:garbage]]` a 200 `text/event-stream` whose `data:` lines are not JSON;
+//! - `[[mock:tool_index=N]]` a streamed tool-call delta with index N (tools offered or not);
+//! - `[[mock:chat_tool_calls]]` make the `call` directives' calls even when the request offers
+//!   no tools (a chat model that calls tools anyway).
+//!
+//! On non-streaming calls of any kind (the router's): `[[mock:huge_body]]` a 200 JSON body that
+//! never ends. Endless and dripping bodies stop when the client goes away.
 
 use std::time::Duration;
 
@@ -80,6 +92,20 @@ pub struct Script {
     pub tools_offered: bool,
     /// Contents of the tool results after the last user message, in order.
     pub tool_results: Vec<String>,
+    /// A scripted upstream fault (`endless`, `drip`, `garbage`, `tool_index`, `huge_body`).
+    pub fault: Option<Fault>,
+    /// `[[mock:chat_tool_calls]]`: call tools even when none are offered.
+    pub chat_tool_calls: bool,
+}
+
+/// A scripted upstream fault, see the module documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Endless,
+    Drip(Duration),
+    Garbage,
+    ToolIndex(u64),
+    HugeBody,
 }
 
 /// What an answer call produces.
@@ -148,6 +174,8 @@ impl Script {
                 .and_then(Value::as_array)
                 .is_some_and(|t| !t.is_empty()),
             tool_results,
+            fault: None,
+            chat_tool_calls: false,
         };
         for (name, value) in directives(&last_user) {
             match name {
@@ -176,6 +204,21 @@ impl Script {
                 _ => {}
             }
         }
+        // Upstream faults, kept apart from the directives above.
+        for (name, value) in directives(&last_user) {
+            match name {
+                "endless" => script.fault = Some(Fault::Endless),
+                "drip" => {
+                    let every = Duration::from_millis(value.parse().unwrap_or(1000));
+                    script.fault = Some(Fault::Drip(every));
+                }
+                "garbage" => script.fault = Some(Fault::Garbage),
+                "tool_index" => script.fault = value.parse().ok().map(Fault::ToolIndex),
+                "huge_body" => script.fault = Some(Fault::HugeBody),
+                "chat_tool_calls" => script.chat_tool_calls = true,
+                _ => {}
+            }
+        }
         script
     }
 
@@ -196,7 +239,7 @@ impl Script {
 
     /// What an answer call produces: tool calls when scripted and possible, else text.
     pub fn answer(&self) -> Answer {
-        let call_now = self.tools_offered
+        let call_now = (self.tools_offered || self.chat_tool_calls)
             && !self.calls.is_empty()
             && (self.tool_results.is_empty() || self.repeat_calls);
         if call_now {
@@ -315,5 +358,28 @@ mod tests {
         assert_eq!(s.behaviour, Behaviour::Cut);
         assert_eq!(s.delay, Some(Duration::from_millis(20)));
         assert_eq!(pieces("abcdefghij", 8), vec!["abcdefgh", "ij"]);
+    }
+
+    #[test]
+    fn reads_fault_directives() {
+        let read =
+            |text: &str| Script::read(&json!({"messages": [{"role": "user", "content": text}]}));
+        assert_eq!(read("x [[mock:endless]]").fault, Some(Fault::Endless));
+        assert_eq!(
+            read("x [[mock:drip=250]]").fault,
+            Some(Fault::Drip(Duration::from_millis(250)))
+        );
+        assert_eq!(read("x [[mock:garbage]]").fault, Some(Fault::Garbage));
+        assert_eq!(
+            read("x [[mock:tool_index=100000000000]]").fault,
+            Some(Fault::ToolIndex(100_000_000_000))
+        );
+        assert_eq!(read("x [[mock:huge_body]]").fault, Some(Fault::HugeBody));
+        let chat = read(r#"x [[mock:chat_tool_calls]] [[mock:call=clock]]"#);
+        assert_eq!(
+            chat.answer(),
+            Answer::ToolCalls(vec![("clock".into(), "{}".into())])
+        );
+        assert_eq!(read("x").fault, None);
     }
 }
