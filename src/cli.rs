@@ -155,6 +155,14 @@ pub struct ServeArgs {
     /// Attempts per upstream call when it fails before the first token (connect error, 429, 5xx).
     #[arg(long, default_value_t = 3)]
     pub llm_attempts: u32,
+    /// Longest model answer, in bytes (text plus tool calls). Past it the model call is
+    /// stopped and the answer so far is the answer, with finish reason `length`.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::llm::DEFAULT_MAX_ANSWER_BYTES)]
+    pub max_answer_bytes: usize,
+    /// How long the route graph waits for the router's decision, milliseconds; past it the
+    /// turn goes on as chat (the chat model is already answering).
+    #[arg(long, value_name = "MS", default_value_t = crate::agent::router::DEFAULT_ROUTER_TIMEOUT_MS)]
+    pub router_timeout_ms: u64,
     /// Export the conversation log to this PostgreSQL URL while serving (as `export --follow`).
     #[arg(long, value_name = "URL")]
     pub export_to: Option<String>,

@@ -19,6 +19,9 @@ use crate::tools::mcp::{self, McpServerConfig};
 /// DashScope's OpenAI-compatible endpoint: the original system's default upstream.
 pub const DEFAULT_BASE_URL: &str = "https://dashscope.aliyuncs.com/compatible-mode/v1";
 
+/// The smallest `--max-answer-bytes`: room for a sentence and a tool call's arguments.
+const MIN_MAX_ANSWER_BYTES: usize = 1024;
+
 /// A value that must never be printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -48,6 +51,8 @@ pub struct LlmConfig {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub attempts: u32,
+    /// `--max-answer-bytes`: text plus tool calls of one model answer.
+    pub max_answer_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +82,8 @@ pub struct ServeConfig {
 pub struct AgentConfig {
     pub graph: GraphKind,
     pub router_model: String,
+    /// `--router-timeout-ms`: how long the route graph waits for the router's decision.
+    pub router_timeout: Duration,
     pub tool_model: String,
     pub tool_node: ToolNode,
     pub max_tool_steps: usize,
@@ -139,6 +146,9 @@ impl AgentConfig {
         if tool_timeout_secs == 0 {
             return Err(ConfigError("--tool-timeout-secs must be at least 1".into()));
         }
+        if args.router_timeout_ms == 0 {
+            return Err(ConfigError("--router-timeout-ms must be at least 1".into()));
+        }
         let mcp_config = args
             .mcp_config
             .clone()
@@ -153,6 +163,7 @@ impl AgentConfig {
                 "qwen-flash",
                 "router-llm-name",
             )?,
+            router_timeout: Duration::from_millis(args.router_timeout_ms),
             tool_model: name(
                 &args.tool_llm_name,
                 file.tool_llm_name,
@@ -211,6 +222,7 @@ impl Config {
                 connect_timeout: Duration::from_secs(5),
                 read_timeout: Duration::from_secs(60),
                 attempts: 3,
+                max_answer_bytes: crate::llm::DEFAULT_MAX_ANSWER_BYTES,
             },
         })
     }
@@ -238,6 +250,12 @@ impl Config {
         self.llm.connect_timeout = Duration::from_secs(args.llm_connect_timeout_secs.max(1));
         self.llm.read_timeout = Duration::from_secs(args.llm_read_timeout_secs.max(1));
         self.llm.attempts = args.llm_attempts;
+        if args.max_answer_bytes < MIN_MAX_ANSWER_BYTES {
+            return Err(ConfigError(format!(
+                "--max-answer-bytes must be at least {MIN_MAX_ANSWER_BYTES}"
+            )));
+        }
+        self.llm.max_answer_bytes = args.max_answer_bytes;
 
         let api_addr = socket_addr(&args.host, args.port)?;
         let viewer_addr = match args.viewer_port {

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::prompts::Prompts;
-use super::{Agent, AgentEvent, AgentSink, TurnInput};
+use super::{Agent, AgentEvent, AgentOutcome, AgentSink, TurnInput, tool_calls_without_tools};
 use crate::llm::{ChatMessage, ChatRequest, LlmClient, LlmError, Usage};
 
 pub struct ChattyToolAgent {
@@ -62,10 +62,14 @@ impl ChattyToolAgent {
         let mut on_text = |piece: &str| {
             let _ = pieces.send(piece.to_string());
         };
-        Ok(self.llm.stream(&request, &mut on_text).await?.usage)
+        let completion = self.llm.stream(&request, &mut on_text).await?;
+        if completion.message.content.is_empty() && !completion.message.tool_calls.is_empty() {
+            return Err(tool_calls_without_tools());
+        }
+        Ok(completion.usage)
     }
 
-    async fn run(&self, input: &TurnInput, sink: AgentSink) -> Result<Usage, LlmError> {
+    async fn run(&self, input: &TurnInput, sink: AgentSink) -> Result<AgentOutcome, LlmError> {
         let (work_sink, mut work_events) = AgentSink::channel();
         let mut work = self.tool_branch.answer(input, work_sink).fuse();
         let (pieces_tx, mut pieces) = mpsc::unbounded_channel();
@@ -122,9 +126,9 @@ impl ChattyToolAgent {
         }
         // The tool branch finished without speaking (or failed): what was said is still logged.
         finish_filler(&sink, &mut spoken_filler, &mut held);
-        let mut usage = work_result.expect("the loop ends once the work is done")?;
-        usage += filler_usage;
-        Ok(usage)
+        let mut outcome = work_result.expect("the loop ends once the work is done")?;
+        outcome.usage += filler_usage;
+        Ok(outcome)
     }
 }
 
@@ -143,7 +147,7 @@ impl Agent for ChattyToolAgent {
         &'a self,
         input: &'a TurnInput,
         sink: AgentSink,
-    ) -> BoxFuture<'a, Result<Usage, LlmError>> {
+    ) -> BoxFuture<'a, Result<AgentOutcome, LlmError>> {
         if input.streaming {
             self.run(input, sink).boxed()
         } else {

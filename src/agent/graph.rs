@@ -62,6 +62,7 @@ pub fn build(
                 chat,
                 chat_model,
                 tool_branch,
+                config.router_timeout,
             ))
         }
     }

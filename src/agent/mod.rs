@@ -18,7 +18,7 @@ pub mod turns;
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
-use crate::llm::{ChatMessage, LlmError, Usage};
+use crate::llm::{ChatMessage, Completion, FINISH_LENGTH, LlmError, Usage};
 
 /// What the agent is given for one turn.
 #[derive(Debug, Clone)]
@@ -78,14 +78,62 @@ impl AgentSink {
     }
 }
 
+/// Why an answer ended, as the client is told (`finish_reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FinishReason {
+    /// The model finished.
+    #[default]
+    Stop,
+    /// The answer was cut at `--max-answer-bytes` (or the model's own token limit).
+    Length,
+}
+
+impl FinishReason {
+    /// Why a model call ended.
+    pub fn of(completion: &Completion) -> FinishReason {
+        match completion.finish_reason.as_deref() {
+            Some(FINISH_LENGTH) => FinishReason::Length,
+            _ => FinishReason::Stop,
+        }
+    }
+
+    /// The protocols' word for it (OpenAI's and DashScope's are the same).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => FINISH_LENGTH,
+        }
+    }
+}
+
+/// How a turn's answer ended: the tokens all its model calls used, and why it finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AgentOutcome {
+    pub usage: Usage,
+    pub finish: FinishReason,
+}
+
+/// The error of a model that answered only with tool calls where none were offered: there is
+/// nothing to say to the user, and an empty answer must not pass for one.
+pub fn tool_calls_without_tools() -> LlmError {
+    LlmError::Invalid("the model answered with tool calls but no tools were offered".into())
+}
+
+/// The error of an answer cut at the size limit before it said anything (all of it went into
+/// tool calls, or the model's token limit came first): there is nothing to give the client.
+pub fn cut_before_text() -> LlmError {
+    LlmError::Invalid("the model's answer reached its length limit before any text".into())
+}
+
 /// A turn answerer.
 pub trait Agent: Send + Sync + 'static {
-    /// Answers one turn, emitting into `sink`; returns the tokens used by all model calls.
+    /// Answers one turn, emitting into `sink`; returns the tokens used by all model calls and
+    /// why the answer ended.
     fn answer<'a>(
         &'a self,
         input: &'a TurnInput,
         sink: AgentSink,
-    ) -> BoxFuture<'a, Result<Usage, LlmError>>;
+    ) -> BoxFuture<'a, Result<AgentOutcome, LlmError>>;
 
     /// The model named in logs and usage reports.
     fn model_name(&self) -> &str;

@@ -13,17 +13,30 @@
 //! and `response_format: json_object`). Anything else — unparseable output, an unknown step, a
 //! failed router call — routes to `tool`: when unsure, use tools (the original's rule).
 //! Turns carrying the client's own instructions skip the router and go to the chat branch.
+//!
+//! A router that does not decide within `--router-timeout-ms` (or whose call times out) must
+//! not hold back a chat answer that is already on its way: the turn goes on as chat. So a
+//! silent upstream fails a turn after one read timeout (the chat branch's own), not after the
+//! router's and then the tool branch's.
+//!
+//! A chat model that answers only with tool calls (it was offered none) evidently wants tools:
+//! the turn is handed to the tool branch, as if the router had said so.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use super::chat::ChatAgent;
+use super::chat::{ChatAgent, ChatAnswer};
 use super::prompts::Prompts;
-use super::{Agent, AgentEvent, AgentSink, TurnInput};
+use super::{Agent, AgentEvent, AgentOutcome, AgentSink, TurnInput};
 use crate::llm::{ChatRequest, LlmClient, LlmError, Usage};
+
+/// `--router-timeout-ms`' default: a router is a small model asked for a few tokens; 2.5 s is
+/// far beyond a healthy one, and short enough that a stalled one costs a chat turn little.
+pub const DEFAULT_ROUTER_TIMEOUT_MS: u64 = 2500;
 
 /// Where the router sends a turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +53,8 @@ pub struct RouteGraph {
     tool_branch: Arc<dyn Agent>,
     /// The chat model's name, reported as the turn's model.
     model: String,
+    /// How long the router may take to decide.
+    router_timeout: Duration,
 }
 
 impl RouteGraph {
@@ -50,6 +65,7 @@ impl RouteGraph {
         chat: ChatAgent,
         chat_model: impl Into<String>,
         tool_branch: Arc<dyn Agent>,
+        router_timeout: Duration,
     ) -> RouteGraph {
         RouteGraph {
             llm,
@@ -58,6 +74,7 @@ impl RouteGraph {
             chat,
             tool_branch,
             model: chat_model.into(),
+            router_timeout,
         }
     }
 
@@ -70,29 +87,40 @@ impl RouteGraph {
             tools: &[],
             json_object: true,
         };
-        match self.llm.complete(&request).await {
-            Ok(completion) => {
+        let thread = &input.thread_id;
+        let decided = tokio::time::timeout(self.router_timeout, self.llm.complete(&request)).await;
+        match decided {
+            Err(_) => {
+                tracing::info!(%thread, "router gave no decision within {:?}; answering as chat", self.router_timeout);
+                (Route::Chat, Usage::default())
+            }
+            Ok(Err(LlmError::Timeout)) => {
+                tracing::info!(%thread, "router call timed out; answering as chat");
+                (Route::Chat, Usage::default())
+            }
+            Ok(Ok(completion)) => {
                 let answer = &completion.message.content;
                 let route = parse_route(answer).unwrap_or_else(|| {
-                    tracing::info!(thread = %input.thread_id, "router answer {answer:?} not understood; using tools");
+                    tracing::info!(%thread, "router answer {answer:?} not understood; using tools");
                     Route::Tool
                 });
-                tracing::debug!(thread = %input.thread_id, ?route, "routed");
+                tracing::debug!(%thread, ?route, "routed");
                 (route, completion.usage)
             }
-            Err(e) => {
-                tracing::warn!(thread = %input.thread_id, "router call failed, using tools: {e}");
+            Ok(Err(e)) => {
+                tracing::warn!(%thread, "router call failed, using tools: {e}");
                 (Route::Tool, Usage::default())
             }
         }
     }
 
-    async fn run(&self, input: &TurnInput, sink: AgentSink) -> Result<Usage, LlmError> {
+    async fn run(&self, input: &TurnInput, sink: AgentSink) -> Result<AgentOutcome, LlmError> {
         if input.instructions.is_some() {
             return self.chat.answer(input, sink).await;
         }
         let (chat_sink, mut chat_events) = AgentSink::channel();
-        let chat = self.chat.answer(input, chat_sink);
+        // The chat call owns its sink: the events channel closes when the call is done.
+        let chat = async move { self.chat.speak(input, &chat_sink).await }.boxed();
         let route = self.route(input);
         tokio::pin!(route);
         let mut chat = chat.fuse();
@@ -109,9 +137,7 @@ impl RouteGraph {
             // Dropping the chat call aborts its request; what it said was never passed on.
             drop(chat);
             drop(held);
-            let mut usage = self.tool_branch.answer(input, sink).await?;
-            usage += router_usage;
-            return Ok(usage);
+            return self.tool_branch(input, sink, router_usage).await;
         }
         for event in held {
             pass_on(event, &sink);
@@ -132,9 +158,30 @@ impl RouteGraph {
         while let Ok(event) = chat_events.try_recv() {
             pass_on(event, &sink);
         }
-        let mut usage = result?;
-        usage += router_usage;
-        Ok(usage)
+        match result? {
+            ChatAnswer::Spoke(mut outcome) => {
+                outcome.usage += router_usage;
+                Ok(outcome)
+            }
+            // It emitted nothing: the tool branch answers the turn from the start.
+            ChatAnswer::WantsTools(chat_usage) => {
+                tracing::info!(thread = %input.thread_id, "the chat model called tools; handing the turn to the tool branch");
+                let mut usage = router_usage;
+                usage += chat_usage;
+                self.tool_branch(input, sink, usage).await
+            }
+        }
+    }
+
+    async fn tool_branch(
+        &self,
+        input: &TurnInput,
+        sink: AgentSink,
+        spent: Usage,
+    ) -> Result<AgentOutcome, LlmError> {
+        let mut outcome = self.tool_branch.answer(input, sink).await?;
+        outcome.usage += spent;
+        Ok(outcome)
     }
 }
 
@@ -164,7 +211,7 @@ impl Agent for RouteGraph {
         &'a self,
         input: &'a TurnInput,
         sink: AgentSink,
-    ) -> BoxFuture<'a, Result<Usage, LlmError>> {
+    ) -> BoxFuture<'a, Result<AgentOutcome, LlmError>> {
         self.run(input, sink).boxed()
     }
 

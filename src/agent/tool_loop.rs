@@ -7,8 +7,13 @@
 //!
 //! Tools never fail a turn: an unknown tool, bad arguments, a tool error, a timeout or a server
 //! that went away all become a result text the model reads and can explain. Several calls in
-//! one step run in parallel. After `--max-tool-steps` rounds of calls, one last call is made
-//! without tools, so the model must answer with what it has.
+//! one step run in parallel. After `--max-tool-steps` rounds of calls, or once the turn has made
+//! [`MAX_TOOL_CALLS_PER_TURN`] calls, one last call is made without tools, so the model must
+//! answer with what it has.
+//!
+//! An answer cut at `--max-answer-bytes` ends the turn with its text: its tool calls may be
+//! incomplete and are never run. A model that answers only with tool calls where none were
+//! offered has nothing to say: that is an upstream error, not an empty answer.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,9 +22,17 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::prompts::Prompts;
-use super::{Agent, AgentSink, TurnInput};
+use super::{
+    Agent, AgentOutcome, AgentSink, FinishReason, TurnInput, cut_before_text,
+    tool_calls_without_tools,
+};
 use crate::llm::{ChatMessage, ChatRequest, LlmClient, LlmError, Role, ToolCall, Usage};
 use crate::tools::Toolbox;
+
+/// Tool calls one turn may make, over all its steps. A model that keeps calling tools (a
+/// loop, or dozens of calls per step) would otherwise fill the log with thousands of tool rows
+/// per turn; past this the model is offered no tools and must answer.
+pub const MAX_TOOL_CALLS_PER_TURN: usize = 64;
 
 pub struct ToolAgent {
     llm: LlmClient,
@@ -50,7 +63,7 @@ impl ToolAgent {
         }
     }
 
-    async fn run(&self, input: &TurnInput, sink: &AgentSink) -> Result<Usage, LlmError> {
+    async fn run(&self, input: &TurnInput, sink: &AgentSink) -> Result<AgentOutcome, LlmError> {
         // A client that sent its own instructions (Xiaozhi's intent and memory helpers) asked
         // for a specific job in a specific shape: that is answered as asked, without tools.
         let tools = match &input.instructions {
@@ -59,8 +72,10 @@ impl ToolAgent {
         };
         let mut messages = input.model_messages(&self.prompts.get(self.prompt));
         let mut usage = Usage::default();
+        let mut calls_made = 0;
         for step in 0..=self.max_steps {
-            let offered: &[serde_json::Value] = if step < self.max_steps { &tools } else { &[] };
+            let may_call = step < self.max_steps && calls_made < MAX_TOOL_CALLS_PER_TURN;
+            let offered: &[serde_json::Value] = if may_call { &tools } else { &[] };
             let request = ChatRequest {
                 model: &self.model,
                 messages: &messages,
@@ -70,15 +85,36 @@ impl ToolAgent {
             let mut on_text = |piece: &str| sink.text(piece);
             let completion = self.llm.stream(&request, &mut on_text).await?;
             usage += completion.usage;
+            let finish = FinishReason::of(&completion);
             let mut reply = completion.message;
-            if offered.is_empty() {
-                // Calls to tools that were not offered cannot be run; the text is the answer.
+            if reply.content.is_empty() {
+                if offered.is_empty() && !reply.tool_calls.is_empty() {
+                    return Err(tool_calls_without_tools());
+                }
+                if finish == FinishReason::Length {
+                    return Err(cut_before_text());
+                }
+            }
+            if offered.is_empty() || finish == FinishReason::Length {
+                // Calls to tools that were not offered cannot be run, and the calls of a cut
+                // answer may be incomplete: the text is the answer.
                 reply.tool_calls.clear();
             }
             if reply.tool_calls.is_empty() {
                 sink.message(reply);
-                return Ok(usage);
+                return Ok(AgentOutcome { usage, finish });
             }
+            let budget = MAX_TOOL_CALLS_PER_TURN - calls_made;
+            if reply.tool_calls.len() > budget {
+                tracing::warn!(
+                    thread = %input.thread_id,
+                    asked = reply.tool_calls.len(),
+                    budget,
+                    "tool calls past the per-turn limit of {MAX_TOOL_CALLS_PER_TURN} dropped"
+                );
+                reply.tool_calls.truncate(budget);
+            }
+            calls_made += reply.tool_calls.len();
             for (i, call) in reply.tool_calls.iter_mut().enumerate() {
                 if call.id.is_empty() {
                     call.id = format!("call_{step}_{i}");
@@ -133,7 +169,7 @@ impl Agent for ToolAgent {
         &'a self,
         input: &'a TurnInput,
         sink: AgentSink,
-    ) -> BoxFuture<'a, Result<Usage, LlmError>> {
+    ) -> BoxFuture<'a, Result<AgentOutcome, LlmError>> {
         async move { self.run(input, &sink).await }.boxed()
     }
 

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::memory::{from_log, to_log};
-use super::{Agent, AgentEvent, AgentSink, TurnInput};
+use super::{Agent, AgentEvent, AgentOutcome, AgentSink, FinishReason, TurnInput};
 use crate::cli::BusyPolicy;
 use crate::llm::{ChatMessage, LlmError, Role, Usage};
 use crate::store::{MessageKind, NewMessage, Store, TurnOutcome, TurnStatus};
@@ -60,6 +60,8 @@ pub enum TurnEvent {
 pub struct TurnSummary {
     pub model: String,
     pub usage: Usage,
+    /// Why the answer ended: `length` when it was cut at `--max-answer-bytes`.
+    pub finish: FinishReason,
 }
 
 /// Why a turn did not finish.
@@ -256,9 +258,10 @@ impl TurnRunner {
         };
         let outcome = recorder.close(&result).await;
         let event = match result {
-            Ok(usage) => TurnEvent::Finished(TurnSummary {
+            Ok(outcome) => TurnEvent::Finished(TurnSummary {
                 model: self.agent.model_name().to_string(),
-                usage,
+                usage: outcome.usage,
+                finish: outcome.finish,
             }),
             Err(error) => {
                 if !matches!(error, TurnError::Interrupted) {
@@ -281,7 +284,7 @@ impl TurnRunner {
         cancel: &CancellationToken,
         client: &mpsc::UnboundedSender<TurnEvent>,
         recorder: &mut Recorder<'_>,
-    ) -> Result<Usage, TurnError> {
+    ) -> Result<AgentOutcome, TurnError> {
         let (sink, mut events) = AgentSink::channel();
         let answer = self.agent.answer(input, sink);
         tokio::pin!(answer);
@@ -360,7 +363,7 @@ impl Recorder<'_> {
     /// Writes the held-back answer, any partial answer, and the turn's outcome.
     async fn close(
         &mut self,
-        result: &Result<Usage, TurnError>,
+        result: &Result<AgentOutcome, TurnError>,
     ) -> Result<(), crate::store::StoreError> {
         let mut rows: Vec<NewMessage> = self.pending.take().into_iter().collect();
         if result.is_err() && !self.spoken.is_empty() {
@@ -369,7 +372,7 @@ impl Recorder<'_> {
             rows.push(partial);
         }
         let (status, error, usage) = match result {
-            Ok(usage) => (TurnStatus::Done, None, *usage),
+            Ok(outcome) => (TurnStatus::Done, None, outcome.usage),
             Err(TurnError::Interrupted) => (TurnStatus::Interrupted, None, Usage::default()),
             Err(e) => (TurnStatus::Failed, Some(e.to_string()), Usage::default()),
         };

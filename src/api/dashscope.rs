@@ -163,7 +163,8 @@ async fn run(
     if streaming {
         return Ok(sse_response(frames.whole(&text, &summary).into()));
     }
-    let body = response_body(&request_id, &session_id, &text, "stop", Some(&summary));
+    let finish = summary.finish.as_str();
+    let body = response_body(&request_id, &session_id, &text, finish, Some(&summary));
     Ok(axum::Json(body).into_response())
 }
 

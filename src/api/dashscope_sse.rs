@@ -59,7 +59,7 @@ impl DashScopeFrames {
             &self.request_id,
             &self.session_id,
             text,
-            "stop",
+            summary.finish.as_str(),
             Some(summary),
         );
         self.frame("result", 200, &body)
@@ -80,7 +80,7 @@ impl FrameWriter for DashScopeFrames {
             &self.request_id,
             &self.session_id,
             shown,
-            "stop",
+            summary.finish.as_str(),
             Some(summary),
         );
         self.frame("result", 200, &body)
@@ -124,6 +124,7 @@ pub fn response_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::FinishReason;
     use crate::api::error::ErrorKind;
     use crate::llm::Usage;
 
@@ -140,6 +141,7 @@ mod tests {
                 prompt_tokens: 3,
                 completion_tokens: 2,
             },
+            finish: FinishReason::Stop,
         }
     }
 
@@ -167,6 +169,23 @@ mod tests {
         f.text("Hel");
         assert_eq!(data_of(&f.text("lo").unwrap())["output"]["text"], "lo");
         assert_eq!(data_of(&f.finished(&summary()))["output"]["text"], "");
+    }
+
+    #[test]
+    fn a_cut_answer_ends_with_finish_reason_length() {
+        let cut = TurnSummary {
+            finish: FinishReason::Length,
+            ..summary()
+        };
+        let mut f = DashScopeFrames::new("r".into(), "s".into(), true);
+        assert_eq!(
+            data_of(&f.finished(&cut))["output"]["finish_reason"],
+            "length"
+        );
+        assert_eq!(
+            data_of(&f.whole("abc", &cut))["output"]["finish_reason"],
+            "length"
+        );
     }
 
     #[test]

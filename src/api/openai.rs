@@ -106,7 +106,7 @@ async fn run(app: AppState, body: Result<Bytes, BytesRejection>) -> Result<Respo
         "choices": [{
             "index": 0,
             "message": {"role": "assistant", "content": text},
-            "finish_reason": "stop",
+            "finish_reason": summary.finish.as_str(),
         }],
         "usage": usage_json(&summary.usage),
         "thread_id": thread_id,

@@ -56,7 +56,7 @@ pub fn usage_json(usage: &Usage) -> Value {
     json!({
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        "total_tokens": usage.total(),
     })
 }
 
@@ -77,7 +77,7 @@ impl FrameWriter for OpenAiChunks {
 
     fn finished(&mut self, summary: &TurnSummary) -> Bytes {
         let mut out = data(&self.chunk(
-            json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+            json!([{"index": 0, "delta": {}, "finish_reason": summary.finish.as_str()}]),
             None,
         ));
         if self.include_usage {
@@ -97,6 +97,7 @@ impl FrameWriter for OpenAiChunks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::FinishReason;
 
     fn events(bytes: &Bytes) -> Vec<String> {
         std::str::from_utf8(bytes)
@@ -120,8 +121,11 @@ mod tests {
                 prompt_tokens: 4,
                 completion_tokens: 1,
             },
+            finish: FinishReason::Length,
         }));
         assert_eq!(end.len(), 3);
+        let last: Value = serde_json::from_str(&end[0]).unwrap();
+        assert_eq!(last["choices"][0]["finish_reason"], "length");
         let usage: Value = serde_json::from_str(&end[1]).unwrap();
         assert_eq!(usage["usage"]["total_tokens"], 5);
         assert_eq!(end[2], "[DONE]");

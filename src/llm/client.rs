@@ -7,16 +7,24 @@
 //! started, a failure is reported, never retried, because the caller has already passed text on.
 //! Dropping the returned future aborts the HTTP request, which is how a turn stops the model
 //! when its client goes away.
+//!
+//! No read is unbounded: a streamed answer stops at `--max-answer-bytes` (see
+//! [`super::assemble`]), a non-streamed body past the same bound is an error, and an error
+//! body is read up to 64 KiB. A read timeout anywhere (headers, body, mid-stream) is
+//! [`LlmError::Timeout`].
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sse_stream::SseStream;
 
-use super::message::{ChatMessage, Completion, FunctionCall, Role, ToolCall, Usage};
+use super::assemble::{AnswerLimits, assemble_sse, error_message, lenient_usage, truncate};
+use super::message::{ChatMessage, Completion, Usage};
 use crate::config::{LlmConfig, Secret};
+
+/// How much of an error answer (non-2xx) is read: enough for any error message.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// Why a model call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +59,7 @@ pub struct LlmClient {
     endpoint: String,
     api_key: Option<Secret>,
     attempts: u32,
+    limits: AnswerLimits,
 }
 
 impl LlmClient {
@@ -69,10 +78,15 @@ impl LlmClient {
             endpoint: format!("{}/chat/completions", config.base_url.trim_end_matches('/')),
             api_key: config.api_key.clone(),
             attempts: config.attempts.max(1),
+            limits: AnswerLimits {
+                max_answer_bytes: config.max_answer_bytes,
+            },
         })
     }
 
     /// Streams a completion, calling `on_text` with each piece of answer text as it arrives.
+    /// An answer that reaches `--max-answer-bytes` is stopped there and returned with finish
+    /// reason `length`.
     pub async fn stream(
         &self,
         request: &ChatRequest<'_>,
@@ -80,50 +94,37 @@ impl LlmClient {
     ) -> Result<Completion, LlmError> {
         let body = request_body(request, true);
         let response = self.send(&body).await?;
-        let mut events = SseStream::from_bytes_stream(response.bytes_stream());
-        let mut answer = AnswerBuilder::default();
-        while let Some(event) = events.next().await {
-            let event = event.map_err(|e| LlmError::BrokeOff(e.to_string()))?;
-            let Some(data) = event.data else { continue };
-            let data = data.trim();
-            if data == "[DONE]" {
-                return Ok(answer.finish());
-            }
-            if data.is_empty() {
-                continue;
-            }
-            let chunk: StreamChunk =
-                serde_json::from_str(data).map_err(|e| LlmError::Invalid(e.to_string()))?;
-            if let Some(error) = chunk.error {
-                return Err(LlmError::BrokeOff(error_message(&error)));
-            }
-            answer.add(chunk, on_text);
-        }
-        // Some servers end the stream without `[DONE]`; a stream that said why it finished is
-        // complete, one that did not was cut.
-        if answer.finish_reason.is_some() {
-            Ok(answer.finish())
-        } else {
-            Err(LlmError::BrokeOff(
-                "stream ended before the answer finished".into(),
-            ))
-        }
+        let chunks = response.bytes_stream().map(|r| r.map_err(classify));
+        assemble_sse(chunks, self.limits, on_text).await
     }
 
-    /// One non-streaming completion.
+    /// One non-streaming completion; an answer over `--max-answer-bytes` is an error.
     pub async fn complete(&self, request: &ChatRequest<'_>) -> Result<Completion, LlmError> {
         let body = request_body(request, false);
-        let response = self.send(&body).await?;
-        let bytes = response.bytes().await.map_err(classify)?;
-        let parsed: FullResponse =
-            serde_json::from_slice(&bytes).map_err(|e| LlmError::Invalid(e.to_string()))?;
+        let mut response = self.send(&body).await?;
+        let (bytes, whole) = read_at_most(&mut response, self.limits.max_event_bytes()).await?;
+        if !whole {
+            return Err(self.limits.too_long());
+        }
+        let parsed: FullResponse = serde_json::from_slice(&bytes)
+            .map_err(|e| LlmError::Invalid(format!("upstream answer is not JSON: {e}")))?;
         let choice = parsed
             .choices
             .into_iter()
             .next()
             .ok_or_else(|| LlmError::Invalid("answer has no choices".into()))?;
+        let message = choice.message;
+        let size = message.content.len()
+            + message
+                .tool_calls
+                .iter()
+                .map(|c| c.id.len() + c.function.name.len() + c.function.arguments.len())
+                .sum::<usize>();
+        if size > self.limits.max_answer_bytes {
+            return Err(self.limits.too_long());
+        }
         Ok(Completion {
-            message: choice.message,
+            message,
             usage: parsed.usage.unwrap_or_default(),
             finish_reason: choice.finish_reason,
         })
@@ -148,7 +149,11 @@ impl LlmClient {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(Duration::from_secs);
-                    let text = response.text().await.unwrap_or_default();
+                    let mut response = response;
+                    let text = match read_at_most(&mut response, MAX_ERROR_BODY_BYTES).await {
+                        Ok((bytes, _)) => String::from_utf8_lossy(&bytes).into_owned(),
+                        Err(_) => String::new(),
+                    };
                     let message = serde_json::from_str::<Value>(&text)
                         .ok()
                         .and_then(|v| v.get("error").map(error_message))
@@ -215,22 +220,28 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
-fn error_message(error: &Value) -> String {
-    error
-        .get("message")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| error.to_string())
-}
-
-fn truncate(text: &str, max_chars: usize) -> String {
-    text.chars().take(max_chars).collect()
+/// Reads the body up to `max` bytes; `false` when there was more (the rest is not read, and
+/// dropping the response aborts it).
+async fn read_at_most(
+    response: &mut reqwest::Response,
+    max: usize,
+) -> Result<(Vec<u8>, bool), LlmError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(classify)? {
+        if body.len() + chunk.len() > max {
+            body.extend_from_slice(&chunk[..max - body.len()]);
+            return Ok((body, false));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, true))
 }
 
 #[derive(Deserialize)]
 struct FullResponse {
     #[serde(default)]
     choices: Vec<FullChoice>,
+    #[serde(default, deserialize_with = "lenient_usage")]
     usage: Option<Usage>,
 }
 
@@ -240,148 +251,9 @@ struct FullChoice {
     finish_reason: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct StreamChunk {
-    #[serde(default)]
-    choices: Vec<StreamChoice>,
-    usage: Option<Usage>,
-    error: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct StreamChoice {
-    #[serde(default)]
-    delta: Delta,
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct Delta {
-    content: Option<String>,
-    #[serde(default)]
-    tool_calls: Vec<ToolCallDelta>,
-}
-
-#[derive(Deserialize)]
-struct ToolCallDelta {
-    #[serde(default)]
-    index: usize,
-    id: Option<String>,
-    function: Option<FunctionDelta>,
-}
-
-#[derive(Deserialize)]
-struct FunctionDelta {
-    name: Option<String>,
-    arguments: Option<String>,
-}
-
-/// Puts a streamed answer back together: text, tool calls (whose names and arguments arrive in
-/// pieces, keyed by index), finish reason and usage.
-#[derive(Default)]
-struct AnswerBuilder {
-    text: String,
-    tool_calls: Vec<ToolCall>,
-    finish_reason: Option<String>,
-    usage: Usage,
-}
-
-impl AnswerBuilder {
-    fn add(&mut self, chunk: StreamChunk, on_text: &mut (dyn FnMut(&str) + Send)) {
-        if let Some(usage) = chunk.usage {
-            self.usage = usage;
-        }
-        for choice in chunk.choices {
-            if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
-                on_text(&text);
-                self.text.push_str(&text);
-            }
-            for delta in choice.delta.tool_calls {
-                while self.tool_calls.len() <= delta.index {
-                    self.tool_calls.push(ToolCall {
-                        id: String::new(),
-                        kind: "function".into(),
-                        function: FunctionCall {
-                            name: String::new(),
-                            arguments: String::new(),
-                        },
-                    });
-                }
-                let call = &mut self.tool_calls[delta.index];
-                if let Some(id) = delta.id {
-                    call.id = id;
-                }
-                if let Some(function) = delta.function {
-                    call.function
-                        .name
-                        .push_str(function.name.as_deref().unwrap_or(""));
-                    call.function
-                        .arguments
-                        .push_str(function.arguments.as_deref().unwrap_or(""));
-                }
-            }
-            if choice.finish_reason.is_some() {
-                self.finish_reason = choice.finish_reason;
-            }
-        }
-    }
-
-    fn finish(self) -> Completion {
-        let mut message = ChatMessage::new(Role::Assistant, self.text);
-        message.tool_calls = self.tool_calls;
-        Completion {
-            message,
-            usage: self.usage,
-            finish_reason: self.finish_reason,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn chunk(json: &str) -> StreamChunk {
-        serde_json::from_str(json).unwrap()
-    }
-
-    #[test]
-    fn assembles_text_and_tool_call_pieces() {
-        let mut answer = AnswerBuilder::default();
-        let mut spoken = String::new();
-        let mut on_text = |t: &str| spoken.push_str(t);
-        answer.add(
-            chunk(r#"{"choices":[{"delta":{"content":"Hi"}}]}"#),
-            &mut on_text,
-        );
-        answer.add(
-            chunk(
-                r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c1","function":{"name":"calc","arguments":"{\"e\":"}}]}}]}"#,
-            ),
-            &mut on_text,
-        );
-        answer.add(
-            chunk(
-                r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"1+1\"}"}}]},"finish_reason":"tool_calls"}]}"#,
-            ),
-            &mut on_text,
-        );
-        answer.add(
-            chunk(r#"{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2}}"#),
-            &mut on_text,
-        );
-        let done = answer.finish();
-        assert_eq!(spoken, "Hi");
-        assert_eq!(done.message.content, "Hi");
-        assert_eq!(done.message.tool_calls[0].id, "c1");
-        assert_eq!(done.message.tool_calls[0].function.name, "calc");
-        assert_eq!(
-            done.message.tool_calls[0].function.arguments,
-            r#"{"e":"1+1"}"#
-        );
-        assert_eq!(done.finish_reason.as_deref(), Some("tool_calls"));
-        assert_eq!(done.usage.prompt_tokens, 7);
-    }
 
     #[test]
     fn retries_only_what_can_succeed_later() {

@@ -1,7 +1,13 @@
-//! The upstream model: message types and the OpenAI-compatible client the agent calls.
+//! The upstream model: message types, the OpenAI-compatible client the agent calls, and the
+//! bounded path from an SSE body to a finished answer.
 
+mod assemble;
 mod client;
 mod message;
+mod sse;
 
+pub use assemble::{
+    AnswerLimits, DEFAULT_MAX_ANSWER_BYTES, FINISH_LENGTH, MAX_TOOL_CALLS_PER_STEP, assemble_sse,
+};
 pub use client::{ChatRequest, LlmClient, LlmError};
 pub use message::{ChatMessage, Completion, FunctionCall, Role, ToolCall, Usage};
