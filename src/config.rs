@@ -444,6 +444,28 @@ mod tests {
         );
     }
 
+    #[test]
+    fn answer_size_and_router_deadline_have_defaults_and_floors() {
+        let cli =
+            Cli::try_parse_from(["lang-agent", "--base-url", "http://127.0.0.1:9/v1", "serve"])
+                .unwrap();
+        let Command::Serve(args) = &cli.command else {
+            panic!("not serve")
+        };
+        let (config, serve) = Config::from_global(&cli.global)
+            .unwrap()
+            .for_serve(args)
+            .unwrap();
+        assert_eq!(config.llm.max_answer_bytes, 262_144);
+        assert_eq!(serve.agent.router_timeout, Duration::from_millis(2500));
+        let err = serve_config(&["--max-answer-bytes", "100"]).unwrap_err();
+        assert!(err.to_string().contains("--max-answer-bytes"), "{err}");
+        let err = serve_config(&["--router-timeout-ms", "0"]).unwrap_err();
+        assert!(err.to_string().contains("--router-timeout-ms"), "{err}");
+        let set = serve_config(&["--router-timeout-ms", "800"]).unwrap();
+        assert_eq!(set.agent.router_timeout, Duration::from_millis(800));
+    }
+
     fn agent_config(
         config_dir: &std::path::Path,
         extra: &[&str],

@@ -97,6 +97,26 @@ async fn an_endless_answer_is_cut_at_the_limit_for_a_collecting_client() {
     assert_eq!(rows[1].1, text, "the stored answer is what the client got");
     assert!(!rows[1].2, "a cut answer is complete, not interrupted");
     assert_eq!(turns(&server.db(), "endless-1"), [("done".into(), None)]);
+
+    // An OpenAI client that collects the answer is told the same.
+    let openai = async {
+        http()
+            .post(format!("{}/v1/chat/completions", server.url))
+            .bearer_auth(KEY)
+            .json(&json!({"thread_id": "endless-2",
+                          "messages": [{"role": "user", "content": "go [[mock:endless]]"}]}))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let answer = within_memory(&server, openai).await;
+    assert_eq!(answer["choices"][0]["finish_reason"], "length", "{answer}");
+    let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(content.len(), DEFAULT_MAX_ANSWER_BYTES);
+    assert_eq!(log_rows(&server.db(), "endless-2")[1].1, content);
     // The server is fine afterwards.
     let (status, _) = dashscope_call(&server, dashscope_body("endless-1", "and now?")).await;
     assert_eq!(status, 200);
@@ -237,6 +257,31 @@ async fn a_router_body_that_never_ends_is_read_with_a_bound() {
     assert!(router_log.contains("exceeded"), "{router_log}");
     let rows = log_rows(&server.db(), "huge-router");
     assert_eq!(kinds(&rows), ["human", "ai", "tool", "ai"]);
+}
+
+#[tokio::test]
+async fn an_error_answer_whose_body_never_ends_is_read_with_a_bound() {
+    let mock = Mock::start(0, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &mock.base_url,
+        &["--llm-attempts", "2"],
+    );
+    let turn = "hi [[mock:status=503]] [[mock:huge_body]]";
+    let (status, error) = within_memory(
+        &server,
+        dashscope_call(&server, dashscope_body("huge-error", turn)),
+    )
+    .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (502, Some("InternalError"))
+    );
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("503") && message.len() < 400, "{message}");
+    assert_eq!(kinds(&log_rows(&server.db(), "huge-error")), ["human"]);
+    assert_eq!(turns(&server.db(), "huge-error")[0].0, "failed");
 }
 
 #[tokio::test]

@@ -223,10 +223,10 @@ impl AnswerBuilder {
         let Some(choice) = chunk.choices.into_iter().next() else {
             return Ok(Progress::More);
         };
-        if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
-            if self.text_piece(&text, on_text) == Progress::Cut {
-                return Ok(Progress::Cut);
-            }
+        if let Some(text) = choice.delta.content.filter(|t| !t.is_empty())
+            && self.text_piece(&text, on_text) == Progress::Cut
+        {
+            return Ok(Progress::Cut);
         }
         for delta in choice.delta.tool_calls {
             if self.tool_call_piece(delta)? == Progress::Cut {

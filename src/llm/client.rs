@@ -141,7 +141,7 @@ impl LlmClient {
             }
             let (error, retry_after) = match builder.send().await {
                 Ok(response) if response.status().is_success() => return Ok(response),
-                Ok(response) => {
+                Ok(mut response) => {
                     let status = response.status().as_u16();
                     let retry_after = response
                         .headers()
@@ -149,7 +149,6 @@ impl LlmClient {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(Duration::from_secs);
-                    let mut response = response;
                     let text = match read_at_most(&mut response, MAX_ERROR_BODY_BYTES).await {
                         Ok((bytes, _)) => String::from_utf8_lossy(&bytes).into_owned(),
                         Err(_) => String::new(),

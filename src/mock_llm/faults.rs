@@ -97,12 +97,27 @@ fn huge_body(model: &str) -> Response {
         r#"{{"id":"mock-1","object":"chat.completion","created":0,"model":{},"choices":[{{"index":0,"finish_reason":"stop","message":{{"role":"assistant","content":""#,
         Value::from(model)
     );
+    endless_json(StatusCode::OK, head)
+}
+
+/// `[[mock:status=CODE]]` with `[[mock:huge_body]]`: an error whose message never ends.
+pub fn huge_error(code: u16) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    endless_json(
+        status,
+        r#"{"error":{"type":"mock_error","message":""#.to_string(),
+    )
+}
+
+/// `head`, then `a` forever.
+fn endless_json(status: StatusCode, head: String) -> Response {
     let filler = Bytes::from("a".repeat(4096));
     let rest = futures::stream::repeat_with(move || filler.clone());
     let body = futures::stream::once(async move { Bytes::from(head) })
         .chain(rest)
         .map(Ok::<_, std::io::Error>);
     Response::builder()
+        .status(status)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(body))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())

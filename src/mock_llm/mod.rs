@@ -121,6 +121,9 @@ async fn chat_completions(State(mock): State<Mock>, Json(body): Json<Value>) -> 
                 other => other,
             };
             if let Behaviour::Status(code) = behaviour {
+                if script.fault == Some(script::Fault::HugeBody) {
+                    return faults::huge_error(code);
+                }
                 return error_status(code);
             }
             (script.answer(), behaviour)

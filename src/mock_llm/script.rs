@@ -37,7 +37,8 @@
 //!   no tools (a chat model that calls tools anyway).
 //!
 //! On non-streaming calls of any kind (the router's): `[[mock:huge_body]]` a 200 JSON body that
-//! never ends. Endless and dripping bodies stop when the client goes away.
+//! never ends; with `[[mock:status=CODE]]` on an answer call, the error body never ends.
+//! Endless and dripping bodies stop when the client goes away.
 
 use std::time::Duration;
 
