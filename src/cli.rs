@@ -194,7 +194,8 @@ pub struct ServeArgs {
 pub struct ViewerArgs {
     /// The conversation log: a SQLite file, or a `postgres://` URL of a database in the
     /// documented `messages` schema. Default: `CONN_STR`, else the SQLite file of `--data-dir`.
-    #[arg(long, env = "CONN_STR")]
+    // `--help` must not print the environment's value: it holds a password.
+    #[arg(long, env = "CONN_STR", hide_env_values = true)]
     pub db: Option<String>,
     #[arg(long, default_value = "0.0.0.0")]
     pub host: String,

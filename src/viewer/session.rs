@@ -233,14 +233,46 @@ pub struct LoginQuery {
     next: Option<String>,
 }
 
-/// Only a path on this site may follow a login (no `//host` or `/\host` tricks).
+/// Where a login sends the browser: `next` when it is a path on this site, else `/`.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => {
-            n.to_string()
-        }
+        Some(n) if is_local_path(n) => n.to_string(),
         _ => "/".to_string(),
     }
+}
+
+/// Whether `next` stays on this site however it is read. Browsers drop tabs and newlines from
+/// URLs and read `\` as `/`, so `/%09/evil.example` or `/\evil.example` would leave the site;
+/// and a raw CR, LF or non-ASCII character cannot go into a `Location` header at all. So:
+/// visible ASCII only as written; and as written and after each round of percent-decoding
+/// (until nothing changes, at most three rounds), one `/` not followed by another `/` or `\`,
+/// with no control character or whitespace anywhere.
+fn is_local_path(next: &str) -> bool {
+    if !next.chars().all(|c| c.is_ascii_graphic()) {
+        return false;
+    }
+    let mut text = next.to_string();
+    for _ in 0..3 {
+        if !starts_with_one_slash(&text)
+            || text.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            return false;
+        }
+        let decoded = percent_encoding::percent_decode_str(&text)
+            .decode_utf8_lossy()
+            .into_owned();
+        if decoded == text {
+            return true;
+        }
+        text = decoded;
+    }
+    false
+}
+
+/// `/` then anything but a second `/` or `\` (which browsers read as "another host follows").
+fn starts_with_one_slash(path: &str) -> bool {
+    let mut chars = path.chars();
+    chars.next() == Some('/') && !matches!(chars.next(), Some('/' | '\\'))
 }
 
 pub async fn login_form(
@@ -326,10 +358,39 @@ mod tests {
 
     #[test]
     fn only_local_paths_follow_a_login() {
-        assert_eq!(safe_next(Some("/c/x?q=1")), "/c/x?q=1");
-        assert_eq!(safe_next(Some("//evil.example")), "/");
-        assert_eq!(safe_next(Some("/\\evil.example")), "/");
-        assert_eq!(safe_next(Some("https://evil.example")), "/");
+        for local in [
+            "/",
+            "/c/x?q=1",
+            "/c/a%2Fb",
+            "/c/%E4%BD%A0%E5%A5%BD?next=%2F",
+            "/?q=a&page=2",
+        ] {
+            assert_eq!(safe_next(Some(local)), local);
+        }
+        for hostile in [
+            "//evil.example",
+            "/\\evil.example",
+            "https://evil.example",
+            "evil.example",
+            "",
+            "/%09/evil.example/",
+            "/\t/evil.example/",
+            "/%2F/evil.example",
+            "/%2f%2fevil.example",
+            "/%5Cevil.example",
+            "/%252F/evil.example",
+            "/%25252F%25252Fevil.example",
+            "/c/x\r\nSet-Cookie: a=1",
+            "/c/x%0D%0ASet-Cookie:%20a=1",
+            "/c/x%00",
+            "/c/%20x",
+            "/ /evil.example",
+            "/c/\u{7f}",
+            "/c/你好",
+            "/c/%C2%A0x",
+        ] {
+            assert_eq!(safe_next(Some(hostile)), "/", "{hostile:?}");
+        }
         assert_eq!(safe_next(None), "/");
     }
 

@@ -103,7 +103,7 @@ mod tests {
         );
         assert_eq!(
             redact_url("postgres://u:p@ss@h:5432/db?sslmode=disable&password=x"),
-            "postgres://u:***@h:5432/db?sslmode=disable&password=***"
+            "postgres://u:***@h:5432/db?sslmode=***&password=***"
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(

@@ -1,0 +1,115 @@
+//! Attacks on the box, as a hostile user or a hostile tool server would make them, through the
+//! real binary: secrets in start lines and `--help`, redirects after the viewer's login,
+//! brute-forcing keys on both ports, and what a stdio MCP server may read of our environment.
+
+mod common;
+
+use std::process::Command;
+
+use common::viewer::{ViewerProcess, get_as, login_cookie, start_viewer_binary};
+use common::*;
+
+/// A secret that must never be printed.
+const QUERY_SECRET: &str = "sk-query-secret-4242";
+
+#[test]
+fn a_secret_in_the_upstream_url_query_is_not_in_the_start_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 9: the start line comes before any upstream call.
+    let upstream = format!("http://127.0.0.1:9/v1?api_key={QUERY_SECRET}&region=cn&token=t0k3n");
+    let server = Server::start(&dir.path().join("d"), &upstream, &[]);
+    let ready = server.proc.wait_for_line("lang-agent ready");
+    assert!(ready.contains("upstream=http://127.0.0.1:9/v1?"), "{ready}");
+    let log = server.proc.log();
+    for secret in [QUERY_SECRET, "t0k3n"] {
+        assert!(!log.contains(secret), "{secret} leaked into:\n{log}");
+    }
+}
+
+#[test]
+fn viewer_help_does_not_print_the_conn_str_password() {
+    let output = Command::new(bin())
+        .args(["viewer", "--help"])
+        .env(
+            "CONN_STR",
+            "postgresql://reader:hunter2-pg-secret@127.0.0.1/ai",
+        )
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("--db"), "{help}");
+    assert!(!help.contains("hunter2-pg-secret"), "{help}");
+}
+
+/// Values of `next` that must not lead a browser off this site (or break the answer).
+const HOSTILE_NEXT: &[&str] = &[
+    "/%09/evil.example/",
+    "/\t/evil.example/",
+    "//evil.example/",
+    "/%2F/evil.example/",
+    "/\\evil.example/",
+    "/%5Cevil.example/",
+    "https://evil.example/",
+    "/c/x\r\nSet-Cookie: stolen=1",
+    "/c/x%0d%0aSet-Cookie: stolen=1",
+    "/ /evil.example",
+    "/c/\u{7f}x",
+    "/c/你好",
+];
+
+#[tokio::test]
+async fn after_login_only_same_site_paths_are_followed() {
+    let (_dir, viewer) = viewer_binary().await;
+    let viewer = &viewer.base;
+    let client = common::viewer::http();
+    for next in HOSTILE_NEXT {
+        let response = client
+            .post(format!("{viewer}/login"))
+            .form(&[("key", KEY), ("next", next)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 303, "next={next:?}");
+        assert_eq!(response.headers()["location"], "/", "next={next:?}");
+        assert!(response.headers().contains_key("set-cookie"), "{next:?}");
+        // The login form carries `next` along; it must not carry the hostile one either.
+        let query = serde_urlencoded::to_string([("next", next)]).unwrap();
+        let form = client
+            .get(format!("{viewer}/login?{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(form.status(), 200, "next={next:?}");
+        let page = form.text().await.unwrap();
+        assert!(
+            page.contains(r#"name="next" value="/""#),
+            "{next:?}: {page}"
+        );
+    }
+    // A path on this site is followed, and the session it got works.
+    let response = client
+        .post(format!("{viewer}/login"))
+        .form(&[("key", KEY), ("next", "/c/%E4%BD%A0-1?q=1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    assert_eq!(response.headers()["location"], "/c/%E4%BD%A0-1?q=1");
+    let cookie = login_cookie(&client, &viewer).await;
+    assert_eq!(
+        get_as(&client, &format!("{viewer}/"), &cookie)
+            .await
+            .status(),
+        200
+    );
+}
+
+/// `lang-agent viewer` over a fresh store, logging at info (the brake's lines are warnings).
+async fn viewer_binary() -> (tempfile::TempDir, ViewerProcess) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("lang-agent.sqlite3");
+    lang_agent::store::Store::open(&db).unwrap();
+    let viewer = start_viewer_binary(&db, dir.path());
+    (dir, viewer)
+}
