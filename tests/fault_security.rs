@@ -113,3 +113,53 @@ async fn viewer_binary() -> (tempfile::TempDir, ViewerProcess) {
     let viewer = start_viewer_binary(&db, dir.path());
     (dir, viewer)
 }
+
+#[tokio::test]
+async fn a_stdio_mcp_server_sees_only_a_safe_environment_and_its_configured_env() {
+    const CONN_STR_SECRET: &str = "postgresql://u:pg-secret-77@127.0.0.1/ai";
+    let mock = Mock::start(0, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut everything = everything_stdio_entry();
+    everything["env"] = serde_json::json!({"LANG_AGENT_TEST_MARK": "set-by-mcp-config"});
+    let configs = config_dir_with_mcp(
+        dir.path(),
+        &serde_json::json!({"mcpServers": {"everything": everything}}),
+    );
+    let server = Server::start_with_env(
+        &dir.path().join("data"),
+        &mock.base_url,
+        &["--config-dir", configs.to_str().unwrap()],
+        &[
+            ("FAST_AUTH_KEYS", KEY),
+            ("CONN_STR", CONN_STR_SECRET),
+            ("LANG_AGENT_UNRELATED", "inherited-by-accident"),
+        ],
+    );
+    let turn = "show the env [[mock:route=tool]] [[mock:call=get-env {}]]";
+    let sse = dashscope_stream(&server, Some("env-1"), turn).await;
+    let answer = final_text(&sse);
+    let rows = tool_rows(&server.db(), "env-1");
+    let env_row = rows
+        .iter()
+        .find(|r| r.3.as_deref() == Some("get-env"))
+        .unwrap_or_else(|| panic!("no get-env row in {rows:?}; answer {answer}"));
+    let dumped: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&env_row.1).expect("get-env prints the environment as JSON");
+    assert_eq!(dumped["LANG_AGENT_TEST_MARK"], "set-by-mcp-config");
+    assert!(dumped.contains_key("PATH"), "{dumped:?}");
+    for secret in [UPSTREAM_KEY, KEY, CONN_STR_SECRET, "inherited-by-accident"] {
+        assert!(
+            !env_row.1.contains(secret),
+            "{secret} reached the tool server"
+        );
+        assert!(!answer.contains(secret), "{secret} reached the answer");
+    }
+    for name in [
+        "ALI_API_KEY",
+        "FAST_AUTH_KEYS",
+        "CONN_STR",
+        "LANG_AGENT_LOG",
+    ] {
+        assert!(!dumped.contains_key(name), "{name} reached the tool server");
+    }
+}
