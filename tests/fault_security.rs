@@ -163,3 +163,167 @@ async fn a_stdio_mcp_server_sees_only_a_safe_environment_and_its_configured_env(
         assert!(!dumped.contains_key(name), "{name} reached the tool server");
     }
 }
+
+/// A wrong key that must never be logged.
+const WRONG_KEY: &str = "guess-0001-never-log-me";
+
+/// The `Retry-After` seconds of a 429, checked to be within the one-minute window.
+fn retry_after(response: &reqwest::Response) -> u64 {
+    let secs: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&secs), "Retry-After {secs}");
+    secs
+}
+
+/// Log lines of the brake about `client`.
+fn brake_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("WARN") && l.contains("authentication"))
+        .collect()
+}
+
+#[tokio::test]
+async fn ten_wrong_api_keys_brake_the_address_but_never_a_good_key() {
+    let mock = Mock::start(0, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("d"), &mock.base_url, &[]);
+    let client = http();
+    let dashscope = format!("{}/api/apps/app1/completion", server.url);
+    let openai = format!("{}/v1/chat/completions", server.url);
+    let ds_body = serde_json::json!({"input": {"prompt": "hi"}});
+    let oa_body = serde_json::json!({"messages": [{"role": "user", "content": "hi"}]});
+    for attempt in 1..=10 {
+        let refused = client
+            .post(&dashscope)
+            .bearer_auth(WRONG_KEY)
+            .json(&ds_body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 401, "attempt {attempt}");
+    }
+    let braked = client
+        .post(&dashscope)
+        .bearer_auth(WRONG_KEY)
+        .json(&ds_body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(braked.status(), 429);
+    retry_after(&braked);
+    let body: serde_json::Value = braked.json().await.unwrap();
+    assert_eq!(body["code"], "Throttling", "{body}");
+    assert!(body["request_id"].is_string(), "{body}");
+    // The other protocol, same address: braked too, in its own shape.
+    let braked = client
+        .post(&openai)
+        .bearer_auth("another-guess")
+        .json(&oa_body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(braked.status(), 429);
+    retry_after(&braked);
+    let body: serde_json::Value = braked.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+
+    // A good key from the braked address is served as ever.
+    let (status, answer) = dashscope_call(
+        &server,
+        serde_json::json!({"input": {"prompt": "hello"}, "parameters": {}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let ok = client
+        .post(&openai)
+        .bearer_auth(KEY)
+        .json(&oa_body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+
+    let log = server.proc.log();
+    assert!(
+        !log.contains(WRONG_KEY) && !log.contains("another-guess"),
+        "{log}"
+    );
+    let lines = brake_lines(&log);
+    assert!(!lines.is_empty(), "{log}");
+    assert!(lines[0].contains("127.0.0.1") && lines[0].contains("/api/apps/app1/completion"));
+    // Twelve refusals in a few seconds: one line, maybe two, not one each.
+    assert!(lines.len() <= 3, "{lines:#?}");
+}
+
+#[tokio::test]
+async fn ten_wrong_viewer_logins_brake_the_address_but_never_a_good_key() {
+    let (_dir, viewer) = viewer_binary().await;
+    let base = &viewer.base;
+    let client = common::viewer::http();
+    for attempt in 1..=10 {
+        let refused = client
+            .post(format!("{base}/login"))
+            .form(&[("key", WRONG_KEY), ("next", "/")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 401, "attempt {attempt}");
+    }
+    let braked = client
+        .post(format!("{base}/login"))
+        .form(&[("key", WRONG_KEY), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(braked.status(), 429);
+    retry_after(&braked);
+    let page = braked.text().await.unwrap();
+    assert!(
+        page.contains(r#"id="login-error""#) && page.contains("Too many failed attempts"),
+        "{page}"
+    );
+    // The viewer's key-based API access is braked on the same count.
+    let braked = client
+        .get(format!("{base}/api/conversations"))
+        .bearer_auth("yet-another-guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(braked.status(), 429);
+    retry_after(&braked);
+    let body: serde_json::Value = braked.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("try again"),
+        "{body}"
+    );
+
+    // The right key still logs in, and still opens the API.
+    let cookie = login_cookie(&client, base).await;
+    assert_eq!(
+        get_as(&client, &format!("{base}/"), &cookie).await.status(),
+        200
+    );
+    let api = client
+        .get(format!("{base}/api/conversations"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 200);
+
+    let log = viewer.proc.log();
+    assert!(
+        !log.contains(WRONG_KEY) && !log.contains("yet-another-guess"),
+        "{log}"
+    );
+    let lines = brake_lines(&log);
+    assert!(!lines.is_empty(), "{log}");
+    assert!(
+        lines[0].contains("127.0.0.1") && lines[0].contains("/login"),
+        "{lines:?}"
+    );
+    assert!(lines.len() <= 3, "{lines:#?}");
+}
