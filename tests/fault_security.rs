@@ -96,7 +96,7 @@ async fn after_login_only_same_site_paths_are_followed() {
         .unwrap();
     assert_eq!(response.status(), 303);
     assert_eq!(response.headers()["location"], "/c/%E4%BD%A0-1?q=1");
-    let cookie = login_cookie(&client, &viewer).await;
+    let cookie = login_cookie(&client, viewer).await;
     assert_eq!(
         get_as(&client, &format!("{viewer}/"), &cookie)
             .await

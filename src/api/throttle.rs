@@ -116,7 +116,7 @@ impl AuthBrake {
                 path = %path,
                 braked,
                 not_logged,
-                "authentication failed: wrong or missing key"
+                "authentication failed: wrong key"
             );
         }
         refusal

@@ -366,14 +366,14 @@ mod tests {
         )
     }
 
+    /// One `tools/list` answer, ready at once.
+    type Page = std::future::Ready<Result<ListToolsResult, ServiceError>>;
+
     /// Pages of `per_page` tools, `total` in all (`None`: endless), the way a server lists them.
     fn pages(
         per_page: usize,
         total: Option<usize>,
-    ) -> (
-        Arc<Mutex<usize>>,
-        impl FnMut(Option<String>) -> std::future::Ready<Result<ListToolsResult, ServiceError>>,
-    ) {
+    ) -> (Arc<Mutex<usize>>, impl FnMut(Option<String>) -> Page) {
         let calls = Arc::new(Mutex::new(0));
         let counter = Arc::clone(&calls);
         let page = move |cursor: Option<String>| {
