@@ -85,6 +85,10 @@ pub struct ExportArgs {
     /// Messages per PostgreSQL transaction.
     #[arg(long, default_value_t = crate::store::export::DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
+    /// Seconds PostgreSQL may take to connect or to take one batch before the connection is
+    /// dropped as stalled (and, with --follow, made again). [default: 30]
+    #[arg(long, hide = true, value_name = "SECS", default_value_t = crate::store::export::DEFAULT_STALL_TIMEOUT_SECS)]
+    pub stall_timeout_secs: u64,
 }
 
 /// Where `lang-agent export` writes.
@@ -202,7 +206,8 @@ pub struct ServeArgs {
 pub struct ViewerArgs {
     /// The conversation log: a SQLite file, or a `postgres://` URL of a database in the
     /// documented `messages` schema. Default: `CONN_STR`, else the SQLite file of `--data-dir`.
-    #[arg(long, env = "CONN_STR")]
+    // `--help` must not print the environment's value: it holds a password.
+    #[arg(long, env = "CONN_STR", hide_env_values = true)]
     pub db: Option<String>,
     #[arg(long, default_value = "0.0.0.0")]
     pub host: String,

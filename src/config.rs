@@ -202,11 +202,13 @@ impl Config {
             .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
         let base_url = base_url.trim_end_matches('/').to_string();
         let parsed = reqwest::Url::parse(&base_url).map_err(|e| {
-            ConfigError(format!("upstream base URL {base_url:?} is not a URL: {e}"))
+            let shown = redact_url(&base_url);
+            ConfigError(format!("upstream base URL {shown:?} is not a URL: {e}"))
         })?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(ConfigError(format!(
-                "upstream base URL {base_url:?} must start with http:// or https://"
+                "upstream base URL {:?} must start with http:// or https://",
+                redact_url(&base_url)
             )));
         }
         if global.llm_name.trim().is_empty() {
@@ -335,8 +337,9 @@ pub fn socket_addr(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
     Ok(SocketAddr::new(ip, port))
 }
 
-/// Hides the password of a URL, in the user-info part and in a `password=` parameter (query
-/// or libpq `key=value` form), even when the rest does not parse.
+/// Hides the secrets of a URL, even when the rest does not parse: the user-info password, every
+/// query value (an upstream may take its key as `?api_key=`, `?key=`, `?token=` or any other
+/// name, so no value is trusted to be harmless) and a `password=` of the libpq `key=value` form.
 pub fn redact_url(url: &str) -> String {
     let (scheme, rest) = match url.find("://") {
         Some(i) => url.split_at(i + 3),
@@ -354,7 +357,24 @@ pub fn redact_url(url: &str) -> String {
         }
         None => authority.to_string(),
     };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => format!("{path}?{}", redact_query(query)),
+        None => tail.to_string(),
+    };
     redact_password_params(&format!("{scheme}{authority}{tail}"))
+}
+
+/// `a=1&key=s3cret&flag` → `a=***&key=***&***`: names stay (they say what was set), values go.
+fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) => format!("{name}=***"),
+            None if pair.is_empty() => String::new(),
+            None => "***".to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// `password=secret` → `password=***`, wherever parameters are separated by `?`, `&` or spaces.
@@ -464,6 +484,32 @@ mod tests {
         assert!(err.to_string().contains("--router-timeout-ms"), "{err}");
         let set = serve_config(&["--router-timeout-ms", "800"]).unwrap();
         assert_eq!(set.agent.router_timeout, Duration::from_millis(800));
+    }
+
+    #[test]
+    fn urls_show_no_query_value_and_no_password() {
+        assert_eq!(
+            redact_url("https://llm.example/v1?api_key=sk-1&key=k2&token=t3&bare"),
+            "https://llm.example/v1?api_key=***&key=***&token=***&***"
+        );
+        assert_eq!(
+            redact_url("http://u:pw@127.0.0.1:8000/v1?x=1"),
+            "http://u:***@127.0.0.1:8000/v1?x=***"
+        );
+        assert_eq!(redact_url("http://h/v1?"), "http://h/v1?");
+        assert_eq!(redact_url("http://h/v1"), "http://h/v1");
+        let err = Config::from_global(&GlobalArgs {
+            data_dir: "d".into(),
+            config_dir: "c".into(),
+            base_url: Some("ftp://h/v1?key=hunter2".into()),
+            llm_name: "m".into(),
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("ftp://h/v1?key=***") && !err.contains("hunter2"),
+            "{err}"
+        );
     }
 
     fn agent_config(

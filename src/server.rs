@@ -136,10 +136,14 @@ pub async fn http_server(
     app: Router,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
-    axum::serve(listener.tap_io(no_delay), app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-        .map_err(|e| format!("server stopped: {e}"))
+    // Each request carries its client's address (`ConnectInfo`): the auth brake counts by it.
+    axum::serve(
+        listener.tap_io(no_delay),
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    .await
+    .map_err(|e| format!("server stopped: {e}"))
 }
 
 /// The local tools and the configured MCP servers. Servers that are up connect before the box

@@ -4,13 +4,18 @@
 //! accident, so the first start generates a key, keeps it in `<data-dir>/api_key` (mode 0600)
 //! and prints it once; later starts reuse it. `--no-auth` opens everything, with a loud
 //! warning. Keys are compared in constant time against every configured key.
+//!
+//! Every clone of a set of keys shares one [`AuthBrake`], so the API and the viewer of one
+//! process count an address's wrong keys together: guessing on both ports is no faster.
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
 
+use super::throttle::{AuthBrake, Refusal};
 use crate::config::Secret;
 
 /// The accepted keys, or open access.
@@ -18,6 +23,7 @@ use crate::config::Secret;
 pub struct ApiKeys {
     keys: Arc<Vec<Secret>>,
     open: bool,
+    brake: Arc<AuthBrake>,
 }
 
 /// Where the keys came from, for the start-up log.
@@ -105,6 +111,7 @@ impl ApiKeys {
         ApiKeys {
             keys: Arc::new(keys),
             open: false,
+            brake: Arc::default(),
         }
     }
 
@@ -112,6 +119,7 @@ impl ApiKeys {
         ApiKeys {
             keys: Arc::new(Vec::new()),
             open: true,
+            brake: Arc::default(),
         }
     }
 
@@ -145,6 +153,35 @@ impl ApiKeys {
         match header.and_then(bearer_token) {
             Some(token) => self.verify(token),
             None => false,
+        }
+    }
+}
+
+impl ApiKeys {
+    /// Lets a request from `client` to `path` in when `candidate` is a key. A wrong key counts
+    /// against the address (see [`AuthBrake`]); a good key is never braked.
+    pub fn admit(&self, candidate: &str, client: IpAddr, path: &str) -> Result<(), Refusal> {
+        if self.verify(candidate) {
+            Ok(())
+        } else {
+            Err(self.brake.failed(client, path))
+        }
+    }
+
+    /// [`ApiKeys::admit`] for an `Authorization` header. No header at all is refused without
+    /// counting: nothing was guessed.
+    pub fn admit_header(
+        &self,
+        header: Option<&str>,
+        client: IpAddr,
+        path: &str,
+    ) -> Result<(), Refusal> {
+        if self.verify_header(header) {
+            Ok(())
+        } else if header.is_none() {
+            Err(Refusal::WrongKey)
+        } else {
+            Err(self.brake.failed(client, path))
         }
     }
 }
@@ -189,6 +226,34 @@ mod tests {
         assert!(keys.verify_header(Some("bearer  alpha ")));
         assert!(!keys.verify_header(Some("Basic alpha")));
         assert!(!keys.verify_header(None));
+    }
+
+    #[test]
+    fn a_braked_address_still_gets_in_with_a_good_key_on_any_clone() {
+        let keys = ApiKeys::from_keys(vec![Secret::new("alpha")]);
+        let viewer = keys.clone();
+        let guesser: IpAddr = "192.0.2.9".parse().unwrap();
+        for _ in 0..10 {
+            assert_eq!(
+                keys.admit_header(Some("Bearer nope"), guesser, "/v1/chat/completions"),
+                Err(Refusal::WrongKey)
+            );
+        }
+        // The viewer's clone shares the count.
+        assert!(matches!(
+            viewer.admit("nope", guesser, "/login"),
+            Err(Refusal::Throttled { .. })
+        ));
+        assert_eq!(viewer.admit("alpha", guesser, "/login"), Ok(()));
+        assert_eq!(
+            keys.admit_header(Some("Bearer alpha"), guesser, "/v1/chat/completions"),
+            Ok(())
+        );
+        // No header is refused but not counted (nor braked).
+        let other: IpAddr = "192.0.2.10".parse().unwrap();
+        for _ in 0..20 {
+            assert_eq!(keys.admit_header(None, other, "/"), Err(Refusal::WrongKey));
+        }
     }
 
     #[test]

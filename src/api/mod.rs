@@ -13,6 +13,7 @@ pub mod error;
 mod openai;
 mod openai_sse;
 mod stream;
+pub mod throttle;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,7 +73,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Lets the request through with a valid key; otherwise refuses it in the protocol's shape.
+/// Lets the request through with a valid key; otherwise refuses it in the protocol's shape:
+/// 401, or 429 with `Retry-After` once its address sent too many wrong keys.
 async fn require_key(
     state: AppState,
     request: Request,
@@ -82,11 +84,26 @@ async fn require_key(
     let header = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if state.keys.verify_header(header) {
-        next.run(request).await
-    } else {
-        refuse(ApiError::unauthorized())
+        // A header that is not text is a wrong key, not a missing one.
+        .map(|v| v.to_str().unwrap_or(""));
+    let client = throttle::client_ip(request.extensions());
+    match state
+        .keys
+        .admit_header(header, client, request.uri().path())
+    {
+        Ok(()) => next.run(request).await,
+        Err(refusal @ throttle::Refusal::Throttled { retry_after }) => {
+            let mut response = refuse(ApiError::new(
+                ErrorKind::Throttling,
+                format!(
+                    "Too many failed authentication attempts from this address; try again in {} s.",
+                    retry_after.as_secs()
+                ),
+            ));
+            refusal.add_retry_after(&mut response);
+            response
+        }
+        Err(throttle::Refusal::WrongKey) => refuse(ApiError::unauthorized()),
     }
 }
 

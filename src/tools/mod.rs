@@ -8,7 +8,9 @@
 //! - two sources offering the same tool name are told apart by a source-name prefix
 //!   (`kitchen_set_volume`, `porch_set_volume`), so the model can pick either;
 //! - a tool whose input schema has `device_id` gets the turn's device injected when the session
-//!   names one, and the model is not shown that parameter: it cannot pick the wrong device.
+//!   names one, and the model is not shown that parameter: it cannot pick the wrong device;
+//! - what a tool answers (result or error text) is at most [`MAX_TOOL_RESULT_BYTES`]: a longer
+//!   one is cut, with a note saying so, before the model or the log sees it.
 
 pub mod local;
 pub mod mcp;
@@ -22,6 +24,9 @@ use serde_json::{Map, Value, json};
 
 /// The parameter a device-bound tool takes its device from.
 pub const DEVICE_ID_PARAM: &str = "device_id";
+
+/// Longest tool answer, in bytes, passed to the model and the log (note included).
+pub const MAX_TOOL_RESULT_BYTES: usize = 64 * 1024;
 
 /// A tool as its source describes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,7 +131,10 @@ impl Toolbox {
         }
         let limit = entry.source.timeout().unwrap_or(self.timeout);
         match tokio::time::timeout(limit, entry.source.call(&entry.spec.name, arguments)).await {
-            Ok(result) => result,
+            Ok(Ok(text)) => Ok(bounded(text)),
+            Ok(Err(ToolError::Failed(text))) => Err(ToolError::Failed(bounded(text))),
+            Ok(Err(ToolError::Unavailable(text))) => Err(ToolError::Unavailable(bounded(text))),
+            Ok(Err(other)) => Err(other),
             Err(_) => Err(ToolError::TimedOut(limit)),
         }
     }
@@ -166,6 +174,24 @@ impl Toolbox {
         }
         entries
     }
+}
+
+/// `text` if it fits in [`MAX_TOOL_RESULT_BYTES`]; else its start (cut on a character
+/// boundary) and a note telling the model it was cut, together within the limit.
+fn bounded(mut text: String) -> String {
+    if text.len() <= MAX_TOOL_RESULT_BYTES {
+        return text;
+    }
+    let total = text.len();
+    let note =
+        format!("\n[cut: the tool's answer was {total} bytes; only the first part of it is shown]");
+    let mut keep = MAX_TOOL_RESULT_BYTES - note.len();
+    while !text.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    text.truncate(keep);
+    text.push_str(&note);
+    text
 }
 
 /// `name` as an OpenAI function name: other characters become `_`, at most 64 of them.
@@ -325,6 +351,65 @@ mod tests {
         let calls = source.calls.lock().unwrap();
         assert_eq!(calls[0].1["device_id"], "aa:bb");
         assert_eq!(calls[0].1["level"], 40);
+    }
+
+    /// A source whose one tool answers `answer` (or fails with it).
+    struct Fixed {
+        answer: Result<String, ToolError>,
+    }
+
+    impl ToolSource for Fixed {
+        fn name(&self) -> &str {
+            "fixed"
+        }
+        fn tools(&self) -> Vec<ToolSpec> {
+            vec![ToolSpec {
+                name: "dump".into(),
+                description: String::new(),
+                input_schema: json!({"type": "object"}),
+            }]
+        }
+        fn call<'a>(
+            &'a self,
+            _tool: &'a str,
+            _arguments: Map<String, Value>,
+        ) -> BoxFuture<'a, Result<String, ToolError>> {
+            let answer = self.answer.clone();
+            async move { answer }.boxed()
+        }
+    }
+
+    async fn answer_of(answer: Result<String, ToolError>) -> Result<String, ToolError> {
+        let toolbox = Toolbox::new(vec![Arc::new(Fixed { answer })], Duration::from_secs(1));
+        toolbox.call("dump", "{}", None).await
+    }
+
+    #[tokio::test]
+    async fn a_tool_answer_over_64_kib_is_cut_with_a_note() {
+        // Multi-byte characters, so the cut must find a character boundary.
+        let huge = "语音".repeat(100_000);
+        let cut = answer_of(Ok(huge.clone())).await.unwrap();
+        assert!(cut.len() <= MAX_TOOL_RESULT_BYTES, "{}", cut.len());
+        assert!(cut.len() > MAX_TOOL_RESULT_BYTES - 200);
+        let (kept, note) = cut.rsplit_once('\n').unwrap();
+        assert!(huge.starts_with(kept));
+        assert_eq!(
+            note,
+            "[cut: the tool's answer was 600000 bytes; only the first part of it is shown]"
+        );
+        let Err(ToolError::Failed(failed)) = answer_of(Err(ToolError::Failed(huge.clone()))).await
+        else {
+            panic!("still a failure");
+        };
+        assert!(failed.len() <= MAX_TOOL_RESULT_BYTES && failed.ends_with("shown]"));
+        let Err(ToolError::Unavailable(down)) = answer_of(Err(ToolError::Unavailable(huge))).await
+        else {
+            panic!("still unavailable");
+        };
+        assert!(down.len() <= MAX_TOOL_RESULT_BYTES);
+
+        let exact = "x".repeat(MAX_TOOL_RESULT_BYTES);
+        assert_eq!(answer_of(Ok(exact.clone())).await.unwrap(), exact);
     }
 
     #[tokio::test]

@@ -7,8 +7,11 @@
 //! restart logs everyone out, which is fine for a box. Each session has its own CSRF token
 //! that every state-changing form must echo. API clients may instead send
 //! `Authorization: Bearer <key>`. [`Access::open`] skips all of this for a trusted LAN.
+//! Wrong keys, at the login form or as a Bearer key, count against the client's address in
+//! the keys' brake ([`crate::api::throttle`]): after too many, 429 with `Retry-After`.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -23,6 +26,7 @@ use subtle::ConstantTimeEq;
 
 use super::ViewerState;
 use crate::api::auth::{ApiKeys, bearer_token};
+use crate::api::throttle::{self, ClientIp, Refusal};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "lang_agent_viewer";
@@ -142,34 +146,55 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .map(|(_, value)| value)
 }
 
-/// Who is asking, if they may: open access, a live session cookie, or (API only) a key.
-fn reader_of(state: &ViewerState, headers: &HeaderMap, allow_bearer: bool) -> Option<Reader> {
+/// A request's credentials and where it comes from.
+struct Asker<'a> {
+    headers: &'a HeaderMap,
+    client: IpAddr,
+    path: &'a str,
+}
+
+impl<'a> Asker<'a> {
+    fn of(request: &'a Request) -> Asker<'a> {
+        Asker {
+            headers: request.headers(),
+            client: throttle::client_ip(request.extensions()),
+            path: request.uri().path(),
+        }
+    }
+}
+
+/// Who is asking, if they may: open access, a live session cookie, or (API only) a key. A
+/// wrong Bearer key counts against the address and may be braked.
+fn reader_of(state: &ViewerState, asker: &Asker, allow_bearer: bool) -> Result<Reader, Refusal> {
     let keys = match &state.access {
         Access::Open { csrf } => {
-            return Some(Reader {
+            return Ok(Reader {
                 csrf: Some(csrf.clone()),
                 has_session: false,
             });
         }
         Access::Login(keys) => keys,
     };
-    if let Some(csrf) = session_cookie(headers).and_then(|t| state.sessions.csrf_of(t)) {
-        return Some(Reader {
+    if let Some(csrf) = session_cookie(asker.headers).and_then(|t| state.sessions.csrf_of(t)) {
+        return Ok(Reader {
             csrf: Some(csrf),
             has_session: true,
         });
     }
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token);
-    match bearer {
-        Some(key) if allow_bearer && keys.verify(key) => Some(Reader {
-            csrf: None,
-            has_session: false,
-        }),
-        _ => None,
+    let authorization = asker.headers.get(header::AUTHORIZATION);
+    if !allow_bearer || authorization.is_none() {
+        return Err(Refusal::WrongKey);
     }
+    // An unreadable header, or another scheme, is a wrong key too.
+    let key = authorization
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+        .unwrap_or("");
+    keys.admit(key, asker.client, asker.path)?;
+    Ok(Reader {
+        csrf: None,
+        has_session: false,
+    })
 }
 
 /// Guard for pages: not logged in → the login form, coming back here afterwards.
@@ -178,12 +203,12 @@ pub async fn require_login_page(
     mut request: Request,
     next: Next,
 ) -> Response {
-    match reader_of(&state, request.headers(), false) {
-        Some(reader) => {
+    match reader_of(&state, &Asker::of(&request), false) {
+        Ok(reader) => {
             request.extensions_mut().insert(reader);
             next.run(request).await
         }
-        None => {
+        Err(_) => {
             let back = request
                 .uri()
                 .path_and_query()
@@ -200,12 +225,26 @@ pub async fn require_login_api(
     mut request: Request,
     next: Next,
 ) -> Response {
-    match reader_of(&state, request.headers(), true) {
-        Some(reader) => {
+    match reader_of(&state, &Asker::of(&request), true) {
+        Ok(reader) => {
             request.extensions_mut().insert(reader);
             next.run(request).await
         }
-        None => {
+        Err(refusal @ Refusal::Throttled { retry_after }) => {
+            let mut response = (
+                StatusCode::TOO_MANY_REQUESTS,
+                axum::Json(serde_json::json!({
+                    "error": format!(
+                        "too many failed attempts from this address; try again in {} s",
+                        retry_after.as_secs()
+                    )
+                })),
+            )
+                .into_response();
+            refusal.add_retry_after(&mut response);
+            response
+        }
+        Err(Refusal::WrongKey) => {
             let mut response = (
                 StatusCode::UNAUTHORIZED,
                 axum::Json(serde_json::json!({
@@ -226,6 +265,8 @@ pub async fn require_login_api(
 struct LoginPage {
     next: String,
     failed: bool,
+    /// Seconds until a braked address may try again.
+    retry_after: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -233,14 +274,46 @@ pub struct LoginQuery {
     next: Option<String>,
 }
 
-/// Only a path on this site may follow a login (no `//host` or `/\host` tricks).
+/// Where a login sends the browser: `next` when it is a path on this site, else `/`.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => {
-            n.to_string()
-        }
+        Some(n) if is_local_path(n) => n.to_string(),
         _ => "/".to_string(),
     }
+}
+
+/// Whether `next` stays on this site however it is read. Browsers drop tabs and newlines from
+/// URLs and read `\` as `/`, so `/%09/evil.example` or `/\evil.example` would leave the site;
+/// and a raw CR, LF or non-ASCII character cannot go into a `Location` header at all. So:
+/// visible ASCII only as written; and as written and after each round of percent-decoding
+/// (until nothing changes, at most three rounds), one `/` not followed by another `/` or `\`,
+/// with no control character or whitespace anywhere.
+fn is_local_path(next: &str) -> bool {
+    if !next.chars().all(|c| c.is_ascii_graphic()) {
+        return false;
+    }
+    let mut text = next.to_string();
+    for _ in 0..3 {
+        if !starts_with_one_slash(&text)
+            || text.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            return false;
+        }
+        let decoded = percent_encoding::percent_decode_str(&text)
+            .decode_utf8_lossy()
+            .into_owned();
+        if decoded == text {
+            return true;
+        }
+        text = decoded;
+    }
+    false
+}
+
+/// `/` then anything but a second `/` or `\` (which browsers read as "another host follows").
+fn starts_with_one_slash(path: &str) -> bool {
+    let mut chars = path.chars();
+    chars.next() == Some('/') && !matches!(chars.next(), Some('/' | '\\'))
 }
 
 pub async fn login_form(
@@ -250,11 +323,18 @@ pub async fn login_form(
     if matches!(state.access, Access::Open { .. }) {
         return Redirect::to("/").into_response();
     }
-    render_login(safe_next(query.next.as_deref()), false, StatusCode::OK)
+    render_login(
+        LoginPage {
+            next: safe_next(query.next.as_deref()),
+            failed: false,
+            retry_after: None,
+        },
+        StatusCode::OK,
+    )
 }
 
-fn render_login(next: String, failed: bool, status: StatusCode) -> Response {
-    match (LoginPage { next, failed }).render() {
+fn render_login(page: LoginPage, status: StatusCode) -> Response {
+    match page.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => super::pages::failure(e.into()),
     }
@@ -266,15 +346,37 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
-pub async fn login(State(state): State<ViewerState>, Form(form): Form<LoginForm>) -> Response {
+pub async fn login(
+    State(state): State<ViewerState>,
+    ClientIp(client): ClientIp,
+    Form(form): Form<LoginForm>,
+) -> Response {
     let next = safe_next(form.next.as_deref());
     let keys = match &state.access {
         Access::Open { .. } => return Redirect::to(&next).into_response(),
         Access::Login(keys) => keys,
     };
-    if !keys.verify(form.key.trim()) {
-        tokio::time::sleep(FAILED_LOGIN_DELAY).await;
-        return render_login(next, true, StatusCode::UNAUTHORIZED);
+    match keys.admit(form.key.trim(), client, "/login") {
+        Ok(()) => {}
+        Err(Refusal::WrongKey) => {
+            tokio::time::sleep(FAILED_LOGIN_DELAY).await;
+            let page = LoginPage {
+                next,
+                failed: true,
+                retry_after: None,
+            };
+            return render_login(page, StatusCode::UNAUTHORIZED);
+        }
+        Err(refusal @ Refusal::Throttled { retry_after }) => {
+            let page = LoginPage {
+                next,
+                failed: true,
+                retry_after: Some(retry_after.as_secs()),
+            };
+            let mut response = render_login(page, StatusCode::TOO_MANY_REQUESTS);
+            refusal.add_retry_after(&mut response);
+            return response;
+        }
     }
     let token = state.sessions.create();
     let cookie = format!(
@@ -326,10 +428,39 @@ mod tests {
 
     #[test]
     fn only_local_paths_follow_a_login() {
-        assert_eq!(safe_next(Some("/c/x?q=1")), "/c/x?q=1");
-        assert_eq!(safe_next(Some("//evil.example")), "/");
-        assert_eq!(safe_next(Some("/\\evil.example")), "/");
-        assert_eq!(safe_next(Some("https://evil.example")), "/");
+        for local in [
+            "/",
+            "/c/x?q=1",
+            "/c/a%2Fb",
+            "/c/%E4%BD%A0%E5%A5%BD?next=%2F",
+            "/?q=a&page=2",
+        ] {
+            assert_eq!(safe_next(Some(local)), local);
+        }
+        for hostile in [
+            "//evil.example",
+            "/\\evil.example",
+            "https://evil.example",
+            "evil.example",
+            "",
+            "/%09/evil.example/",
+            "/\t/evil.example/",
+            "/%2F/evil.example",
+            "/%2f%2fevil.example",
+            "/%5Cevil.example",
+            "/%252F/evil.example",
+            "/%25252F%25252Fevil.example",
+            "/c/x\r\nSet-Cookie: a=1",
+            "/c/x%0D%0ASet-Cookie:%20a=1",
+            "/c/x%00",
+            "/c/%20x",
+            "/ /evil.example",
+            "/c/\u{7f}",
+            "/c/你好",
+            "/c/%C2%A0x",
+        ] {
+            assert_eq!(safe_next(Some(hostile)), "/", "{hostile:?}");
+        }
         assert_eq!(safe_next(None), "/");
     }
 

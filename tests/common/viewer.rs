@@ -103,6 +103,8 @@ pub async fn serve_router(store: &Store, open: bool) -> String {
         .expect("bind");
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
+        // As the binary serves it: each request knows its client's address.
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(listener, app).await.expect("serve");
     });
     format!("http://{addr}")

@@ -14,7 +14,8 @@ use crate::store::Store;
 
 /// Runs `lang-agent export` to completion (or, with `--follow`, until Ctrl-C / SIGTERM).
 pub async fn run_command(config: &Config, args: &ExportArgs) -> Result<(), ExportError> {
-    let options = ExportOptions::new(args.box_id.as_deref(), args.batch_size)?;
+    let mut options = ExportOptions::new(args.box_id.as_deref(), args.batch_size)?;
+    options.stall_timeout = std::time::Duration::from_secs(args.stall_timeout_secs.max(1));
     // Check the destination before touching the store, so a typo fails fast.
     let conn_str = std::env::var("CONN_STR").ok();
     let destination = args

@@ -5,6 +5,8 @@
 //! rights, a table of the wrong shape) and tells the follower which ones are worth retrying.
 //! No message ever contains the URL's password: URLs reach here already redacted.
 
+use std::time::Duration;
+
 use tokio_postgres::error::SqlState;
 
 use crate::store::StoreError;
@@ -39,6 +41,11 @@ pub enum ExportError {
         detail: String,
         transient: bool,
     },
+    #[error(
+        "PostgreSQL did not answer within {}s while {action}; dropped the connection",
+        after.as_secs()
+    )]
+    Stalled { action: String, after: Duration },
     #[error("message id {id} cannot be exported: {problem}")]
     BadRow { id: i64, problem: String },
     #[error("no conversation log at {0} (is --data-dir right?)")]
@@ -61,7 +68,7 @@ impl ExportError {
             ExportError::Connect { transient, .. } | ExportError::Postgres { transient, .. } => {
                 *transient
             }
-            ExportError::Store(_) => true,
+            ExportError::Store(_) | ExportError::Stalled { .. } => true,
             _ => false,
         }
     }
@@ -124,13 +131,15 @@ impl ExportError {
 }
 
 /// SQLSTATE classes that a retry can clear: connection exceptions (08), the server shutting
-/// down or starting up (57P01-57P03), resource exhaustion (53), serialization failures (40).
+/// down or starting up (57P01-57P03), a statement cancelled by `statement_timeout` (57014),
+/// resource exhaustion (53), serialization failures (40).
 fn is_transient_state(code: &SqlState) -> bool {
     let code = code.code();
     code.starts_with("08")
         || code.starts_with("53")
         || code.starts_with("40")
         || code.starts_with("57P")
+        || code == "57014"
 }
 
 fn io_error_kind(error: &tokio_postgres::Error) -> Option<std::io::ErrorKind> {
@@ -168,6 +177,16 @@ mod tests {
         assert!(is_transient_state(&SqlState::ADMIN_SHUTDOWN));
         assert!(is_transient_state(&SqlState::CANNOT_CONNECT_NOW));
         assert!(is_transient_state(&SqlState::CONNECTION_FAILURE));
+        assert!(is_transient_state(&SqlState::QUERY_CANCELED));
+        let stalled = ExportError::Stalled {
+            action: "writing a batch".into(),
+            after: Duration::from_secs(30),
+        };
+        assert!(stalled.is_transient());
+        assert_eq!(
+            stalled.to_string(),
+            "PostgreSQL did not answer within 30s while writing a batch; dropped the connection"
+        );
         assert!(!is_transient_state(&SqlState::INSUFFICIENT_PRIVILEGE));
         assert!(!is_transient_state(&SqlState::UNDEFINED_TABLE));
         assert!(!is_transient_state(&SqlState::INVALID_PASSWORD));

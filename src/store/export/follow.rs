@@ -1,8 +1,10 @@
 //! `export --follow` and serve's in-process exporter: copy new messages as they are stored,
 //! for as long as the process runs.
 //!
-//! PostgreSQL may restart, a network may drop, an administrator may kill the session: each
-//! time the follower reconnects with growing pauses and resumes from the progress stored in
+//! PostgreSQL may restart, a network may drop, an administrator may kill the session, the
+//! server may stop answering while keeping the socket open: each time the follower drops the
+//! connection (a stall is one that takes longer than `ExportOptions::stall_timeout` to connect
+//! or to take a batch), reconnects with growing pauses and resumes from the progress stored in
 //! PostgreSQL, so nothing is lost or copied twice. Problems a retry cannot fix (the URL, the
 //! login, rights, the table's shape) end `export --follow` with the reason; inside `serve`
 //! they are logged and retried slowly, since the box must keep serving while someone fixes the

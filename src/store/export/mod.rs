@@ -17,9 +17,11 @@ mod source;
 mod sql_file;
 mod target;
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
+use tokio_util::sync::DropGuard;
 
 use crate::store::Store;
 
@@ -37,6 +39,11 @@ use postgres::BatchOutcome;
 /// Messages per transaction unless `--batch-size` says otherwise: large enough that COPY
 /// dominates the per-transaction round trips, small enough to commit every fraction of a second.
 pub const DEFAULT_BATCH_SIZE: usize = 10_000;
+
+/// How long PostgreSQL may take to answer connecting or one batch before it is taken as
+/// stalled (`export --stall-timeout-secs`). A stopped or wedged server keeps the socket open
+/// and its kernel acknowledges everything, so only a deadline of our own notices it.
+pub const DEFAULT_STALL_TIMEOUT_SECS: u64 = 30;
 
 /// A box's name in a shared table: the prefix of its conversation ids (`<box-id>/<id>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +73,9 @@ impl BoxId {
 pub struct ExportOptions {
     pub box_id: Option<BoxId>,
     pub batch_size: usize,
+    /// Longest wait for PostgreSQL to connect or to take one batch; also the session's
+    /// `statement_timeout`.
+    pub stall_timeout: Duration,
 }
 
 impl ExportOptions {
@@ -76,6 +86,7 @@ impl ExportOptions {
         Ok(ExportOptions {
             box_id: box_id.map(BoxId::parse).transpose()?,
             batch_size,
+            stall_timeout: Duration::from_secs(DEFAULT_STALL_TIMEOUT_SECS),
         })
     }
 }
@@ -85,6 +96,7 @@ impl Default for ExportOptions {
         ExportOptions {
             box_id: None,
             batch_size: DEFAULT_BATCH_SIZE,
+            stall_timeout: Duration::from_secs(DEFAULT_STALL_TIMEOUT_SECS),
         }
     }
 }
@@ -107,6 +119,8 @@ impl ExportSummary {
 /// A connection to the target, with the schema ready and this source's progress row made.
 pub struct Exporter {
     client: Client,
+    /// Closes the connection when the exporter drops (after `client`, so politely if it can).
+    _connection: DropGuard,
     store: Store,
     source_id: String,
     options: ExportOptions,
@@ -114,19 +128,27 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    /// Connects, checks or creates the tables, and reads where this source left off.
+    /// Connects, checks or creates the tables, and reads where this source left off; all
+    /// within the stall deadline.
     pub async fn connect(
         store: &Store,
         target: &PgTarget,
         options: &ExportOptions,
     ) -> Result<Exporter, ExportError> {
         let source_id = source::source_id(store).await?;
-        let mut client = target.connect().await?;
-        postgres::prepare_schema(&mut client).await?;
-        let last_id =
-            postgres::start_progress(&client, &source_id, options.box_id.as_ref()).await?;
+        let limit = options.stall_timeout;
+        let (client, connection, last_id) = within(limit, "connecting", async {
+            let (mut client, connection) = target.connect().await?;
+            postgres::set_session_timeouts(&client, limit).await?;
+            postgres::prepare_schema(&mut client).await?;
+            let last_id =
+                postgres::start_progress(&client, &source_id, options.box_id.as_ref()).await?;
+            Ok((client, connection, last_id))
+        })
+        .await?;
         Ok(Exporter {
             client,
+            _connection: connection,
             store: store.clone(),
             source_id,
             options: options.clone(),
@@ -159,12 +181,18 @@ impl Exporter {
                 break;
             };
             next = self.spawn_read(batch_last);
-            let outcome = postgres::write_batch(
-                &mut self.client,
-                &self.source_id,
-                self.options.box_id.as_ref(),
-                self.last_id,
-                &batch,
+            // Dropped at the deadline, the transaction never commits; the connection is then
+            // dropped too, and the next one resumes from the progress PostgreSQL has.
+            let outcome = within(
+                self.options.stall_timeout,
+                "writing a batch",
+                postgres::write_batch(
+                    &mut self.client,
+                    &self.source_id,
+                    self.options.box_id.as_ref(),
+                    self.last_id,
+                    &batch,
+                ),
             )
             .await;
             match outcome {
@@ -204,6 +232,20 @@ impl Exporter {
         let box_id = self.options.box_id.clone();
         tokio::spawn(async move { source::read_batch(&store, after_id, limit, box_id).await })
     }
+}
+
+/// `work`, or [`ExportError::Stalled`] when it takes longer than `limit`.
+async fn within<T>(
+    limit: Duration,
+    action: &str,
+    work: impl Future<Output = Result<T, ExportError>>,
+) -> Result<T, ExportError> {
+    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+        Err(ExportError::Stalled {
+            action: action.to_string(),
+            after: limit,
+        })
+    })
 }
 
 async fn join_read(

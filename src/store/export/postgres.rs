@@ -286,6 +286,21 @@ async fn index_exists(tx: &tokio_postgres::Transaction<'_>) -> Result<bool, Expo
         .get(0))
 }
 
+/// Makes the server give up on its own side too: a statement, or a transaction left idle (its
+/// client gone mid-batch), ends after `limit` and releases the progress row's lock.
+pub async fn set_session_timeouts(
+    client: &Client,
+    limit: std::time::Duration,
+) -> Result<(), ExportError> {
+    let ms = limit.as_millis();
+    client
+        .batch_execute(&format!(
+            "SET statement_timeout = {ms}; SET idle_in_transaction_session_timeout = {ms}"
+        ))
+        .await
+        .map_err(|e| ExportError::postgres("setting statement_timeout", e))
+}
+
 /// This source's progress: creates its row at 0 on the first run, returns `last_id`.
 pub async fn start_progress(
     client: &Client,

@@ -8,13 +8,16 @@
 //! answering without it, and its tools appear the moment it is back.
 
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use rmcp::model::{CallToolRequestParams, ClientConfig, Implementation};
-use rmcp::service::{NotificationContext, RunningService};
+use rmcp::model::{
+    CallToolRequestParams, ClientConfig, Implementation, ListToolsResult, PaginatedRequestParams,
+};
+use rmcp::service::{NotificationContext, RunningService, ServiceError};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
@@ -23,18 +26,26 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, watch};
 
 use super::config::{McpServerConfig, McpTransport};
-use super::legacy_sse;
+use super::{child_env, legacy_sse};
 use crate::tools::{ToolError, ToolSource, ToolSpec};
 
 /// Longest wait for a server to connect and answer `initialize` and `tools/list`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_RETRY: Duration = Duration::from_millis(500);
+/// Most tools one server offers: a server listing more offers its first ones. Every tool's
+/// definition goes into each tool-model request, so a server must not be able to flood them.
+pub const MAX_TOOLS_PER_SERVER: usize = 128;
+/// Most `tools/list` pages read: a server answering with endless (or empty) pages cannot keep
+/// the listing going.
+const MAX_TOOL_PAGES: usize = 32;
 const LONGEST_RETRY: Duration = Duration::from_secs(10);
 
 /// A configured MCP server and, while connected, its tools.
 pub struct McpServer {
     config: McpServerConfig,
     live: RwLock<Option<Live>>,
+    /// Whether "too many tools" was logged (once is enough).
+    told_too_many: AtomicBool,
 }
 
 /// The state of a connected server.
@@ -75,6 +86,7 @@ impl McpServer {
         let server = Arc::new(McpServer {
             config,
             live: RwLock::new(None),
+            told_too_many: AtomicBool::new(false),
         });
         let (tried, tried_rx) = watch::channel(false);
         tokio::spawn(Arc::clone(&server).supervise(http, tried));
@@ -92,7 +104,7 @@ impl McpServer {
             };
             let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
                 let running = connect(&self.config.transport, &http, handler).await?;
-                let tools = list_tools(running.peer()).await?;
+                let tools = self.list_tools(running.peer()).await?;
                 Ok::<_, String>((running, tools))
             })
             .await
@@ -143,7 +155,7 @@ impl McpServer {
             tokio::select! {
                 _ = &mut closed => return,
                 Some(()) = changed.recv() => {
-                    match list_tools(&peer).await {
+                    match self.list_tools(&peer).await {
                         Ok(tools) => {
                             tracing::info!(server = %self.config.name, tools = %tool_names(&tools), "MCP tools changed");
                             if let Some(live) = self.live.write().unwrap_or_else(|e| e.into_inner()).as_mut() {
@@ -155,6 +167,21 @@ impl McpServer {
                 }
             }
         }
+    }
+
+    /// The server's tools, at most [`MAX_TOOLS_PER_SERVER`] of them.
+    async fn list_tools(&self, peer: &Peer<RoleClient>) -> Result<Vec<ToolSpec>, String> {
+        let listed = first_tools(|cursor| {
+            peer.list_tools(Some(PaginatedRequestParams::default().with_cursor(cursor)))
+        })
+        .await?;
+        if listed.more && !self.told_too_many.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                server = %self.config.name,
+                "MCP server lists more than {MAX_TOOLS_PER_SERVER} tools; offering the first {MAX_TOOLS_PER_SERVER}"
+            );
+        }
+        Ok(listed.tools)
     }
 
     fn set_live(&self, live: Option<Live>) {
@@ -253,7 +280,10 @@ async fn connect(
         }
         McpTransport::Stdio { command, args, env } => {
             let mut cmd = tokio::process::Command::new(command);
-            cmd.args(args).envs(env);
+            // Our secrets stay ours: see child_env.
+            cmd.args(args)
+                .env_clear()
+                .envs(child_env::child_environment(env));
             let (child, stderr) = TokioChildProcess::builder(cmd)
                 .stderr(Stdio::piped())
                 .spawn()
@@ -273,16 +303,40 @@ async fn connect(
     }
 }
 
-async fn list_tools(peer: &Peer<RoleClient>) -> Result<Vec<ToolSpec>, String> {
-    let tools = peer.list_all_tools().await.map_err(|e| e.to_string())?;
-    Ok(tools
-        .into_iter()
-        .map(|tool| ToolSpec {
+/// The first tools a server lists, and whether it had more.
+#[derive(Debug)]
+struct FirstTools {
+    tools: Vec<ToolSpec>,
+    more: bool,
+}
+
+/// Reads `tools/list` pages through `page` until the list ends, [`MAX_TOOLS_PER_SERVER`] are
+/// read, or [`MAX_TOOL_PAGES`] pages were read.
+async fn first_tools<F, Fut>(mut page: F) -> Result<FirstTools, String>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: Future<Output = Result<ListToolsResult, ServiceError>>,
+{
+    let mut tools = Vec::new();
+    let mut cursor = None;
+    for _ in 0..MAX_TOOL_PAGES {
+        let listed = page(cursor.take()).await.map_err(|e| e.to_string())?;
+        tools.extend(listed.tools.into_iter().map(|tool| ToolSpec {
             name: tool.name.to_string(),
             description: tool.description.as_deref().unwrap_or_default().to_string(),
             input_schema: Value::Object((*tool.input_schema).clone()),
-        })
-        .collect())
+        }));
+        if tools.len() > MAX_TOOLS_PER_SERVER {
+            break;
+        }
+        cursor = listed.next_cursor;
+        if cursor.is_none() {
+            return Ok(FirstTools { tools, more: false });
+        }
+    }
+    let more = cursor.is_some() || tools.len() > MAX_TOOLS_PER_SERVER;
+    tools.truncate(MAX_TOOLS_PER_SERVER);
+    Ok(FirstTools { tools, more })
 }
 
 fn tool_names(tools: &[ToolSpec]) -> String {
@@ -291,4 +345,76 @@ fn tool_names(tools: &[ToolSpec]) -> String {
         .map(|t| t.name.as_str())
         .collect::<Vec<_>>()
         .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use rmcp::model::Tool;
+
+    use super::*;
+
+    fn tool(i: usize) -> Tool {
+        Tool::new(
+            format!("t{i}"),
+            "a tool",
+            Arc::new(serde_json::Map::from_iter([(
+                "type".into(),
+                "object".into(),
+            )])),
+        )
+    }
+
+    /// One `tools/list` answer, ready at once.
+    type Page = std::future::Ready<Result<ListToolsResult, ServiceError>>;
+
+    /// Pages of `per_page` tools, `total` in all (`None`: endless), the way a server lists them.
+    fn pages(
+        per_page: usize,
+        total: Option<usize>,
+    ) -> (Arc<Mutex<usize>>, impl FnMut(Option<String>) -> Page) {
+        let calls = Arc::new(Mutex::new(0));
+        let counter = Arc::clone(&calls);
+        let page = move |cursor: Option<String>| {
+            *counter.lock().unwrap() += 1;
+            let start: usize = cursor.map_or(0, |c| c.parse().unwrap());
+            let end = total.map_or(start + per_page, |t| (start + per_page).min(t));
+            let mut result = ListToolsResult::with_all_items((start..end).map(tool).collect());
+            if total.is_none_or(|t| end < t) {
+                result.next_cursor = Some(end.to_string());
+            }
+            std::future::ready(Ok(result))
+        };
+        (calls, page)
+    }
+
+    #[tokio::test]
+    async fn a_server_offers_at_most_128_tools_and_endless_pages_end() {
+        let (_, page) = pages(50, Some(120));
+        let listed = first_tools(page).await.unwrap();
+        assert_eq!((listed.tools.len(), listed.more), (120, false));
+
+        let (_, page) = pages(1000, Some(1000));
+        let listed = first_tools(page).await.unwrap();
+        assert_eq!(
+            (listed.tools.len(), listed.more),
+            (MAX_TOOLS_PER_SERVER, true)
+        );
+        assert_eq!(listed.tools[127].name, "t127");
+
+        let (calls, page) = pages(7, None);
+        let listed = first_tools(page).await.unwrap();
+        assert_eq!(
+            (listed.tools.len(), listed.more),
+            (MAX_TOOLS_PER_SERVER, true)
+        );
+        assert_eq!(*calls.lock().unwrap(), 19, "stopped once past the cap");
+
+        // Empty pages forever: the page limit ends the listing.
+        let (calls, page) = pages(0, None);
+        let listed = first_tools(page).await.unwrap();
+        assert_eq!((listed.tools.len(), listed.more), (0, true));
+        assert_eq!(*calls.lock().unwrap(), MAX_TOOL_PAGES);
+    }
 }

@@ -1,9 +1,11 @@
 //! MCP servers as tool sources, through rmcp (the official Rust SDK).
 //!
 //! [`config`] reads `mcp_config.json`; [`client`] keeps each server connected and its tool
-//! list fresh; [`legacy_sse`] adapts the legacy HTTP+SSE transport Xiaozhi's tool server speaks
+//! list fresh (at most [`client::MAX_TOOLS_PER_SERVER`] tools per server); `child_env` is the
+//! environment stdio servers start with (none of our secrets); [`legacy_sse`] adapts the legacy HTTP+SSE transport Xiaozhi's tool server speaks
 //! to rmcp's Sink/Stream transport.
 
+mod child_env;
 pub mod client;
 pub mod config;
 pub mod legacy_sse;
