@@ -8,6 +8,7 @@ pub mod config;
 pub mod llm;
 pub mod mock_llm;
 pub mod server;
+pub mod sse_events;
 pub mod store;
 pub mod tools;
 pub mod viewer;

@@ -1,7 +1,7 @@
 //! Putting a streamed answer back together, within bounds the upstream cannot move.
 //!
 //! [`assemble_sse`] is the whole path from the upstream's bytes to a [`Completion`]: SSE
-//! decoding ([`super::sse`]), chunk parsing, and the assembly of text and tool calls (whose ids,
+//! decoding ([`crate::sse_events`], bounded per event), chunk parsing, and the assembly of text and tool calls (whose ids,
 //! names and arguments arrive in pieces, keyed by index). `LlmClient::stream` runs exactly
 //! this on the HTTP body, and the fuzz target runs it on arbitrary bytes.
 //!
@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use super::client::LlmError;
 use super::message::{ChatMessage, Completion, FunctionCall, Role, ToolCall, Usage};
-use super::sse::SseDecoder;
+use crate::sse_events::{SseError, bounded_events};
 
 /// `--max-answer-bytes`' default: spoken answers are short; 256 KiB is far beyond any.
 pub const DEFAULT_MAX_ANSWER_BYTES: usize = 256 * 1024;
@@ -77,32 +77,30 @@ pub async fn assemble_sse<S>(
 where
     S: Stream<Item = Result<Bytes, LlmError>>,
 {
-    let mut chunks = std::pin::pin!(chunks);
-    let mut decoder = SseDecoder::new(limits.max_event_bytes());
+    let events = bounded_events(chunks, limits.max_event_bytes());
+    let mut events = std::pin::pin!(events);
     let mut answer = AnswerBuilder::new(limits);
-    loop {
-        while let Some(data) = decoder.next_event()? {
-            let data = data.trim();
-            if data == "[DONE]" {
-                return Ok(answer.finish());
-            }
-            if data.is_empty() {
-                continue;
-            }
-            let chunk: StreamChunk = serde_json::from_str(data).map_err(|e| {
-                LlmError::Invalid(format!("upstream sent a chunk that is not an answer: {e}"))
-            })?;
-            if let Some(error) = chunk.error {
-                return Err(LlmError::BrokeOff(error_message(&error)));
-            }
-            if answer.add(chunk, on_text)? == Progress::Cut {
-                return Ok(answer.finish());
-            }
+    while let Some(event) = events.next().await {
+        let event = event.map_err(|e| match e {
+            SseError::Body(e) => e,
+            other => LlmError::Invalid(format!("upstream {other}")),
+        })?;
+        let Some(data) = event.data else { continue };
+        let data = data.trim();
+        if data == "[DONE]" {
+            return Ok(answer.finish());
         }
-        match chunks.next().await {
-            Some(Ok(bytes)) => decoder.feed(bytes),
-            Some(Err(e)) => return Err(e),
-            None => break,
+        if data.is_empty() {
+            continue;
+        }
+        let chunk: StreamChunk = serde_json::from_str(data).map_err(|e| {
+            LlmError::Invalid(format!("upstream sent a chunk that is not an answer: {e}"))
+        })?;
+        if let Some(error) = chunk.error {
+            return Err(LlmError::BrokeOff(error_message(&error)));
+        }
+        if answer.add(chunk, on_text)? == Progress::Cut {
+            return Ok(answer.finish());
         }
     }
     // Some servers end the stream without `[DONE]`; a stream that said why it finished is

@@ -4,7 +4,6 @@
 mod assemble;
 mod client;
 mod message;
-mod sse;
 
 pub use assemble::{
     AnswerLimits, DEFAULT_MAX_ANSWER_BYTES, FINISH_LENGTH, MAX_TOOL_CALLS_PER_STEP, assemble_sse,

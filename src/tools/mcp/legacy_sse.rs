@@ -17,7 +17,12 @@ use futures::{Sink, Stream, StreamExt};
 use reqwest::Url;
 use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
-use sse_stream::SseStream;
+
+use crate::sse_events::bounded_events;
+
+/// The largest message (one SSE event) a server may send: tool lists and answers are far
+/// smaller; past it the connection fails rather than buffering without end.
+const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
 /// Why the legacy SSE transport failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +54,7 @@ pub async fn connect(
         .send()
         .await?
         .error_for_status()?;
-    let mut events = SseStream::from_bytes_stream(response.bytes_stream());
+    let mut events = Box::pin(bounded_events(response.bytes_stream(), MAX_EVENT_BYTES));
     let endpoint = loop {
         match events.next().await {
             Some(Ok(event)) if event.event.as_deref() == Some("endpoint") => {
