@@ -84,9 +84,11 @@ async fn a_turn_past_its_deadline_times_out_keeps_its_partial_answer_and_frees_i
         (status, body, started.elapsed())
     };
     let ((sse, stalled_after), (status, body, queued_after)) =
-        tokio::time::timeout(Duration::from_secs(30), async { tokio::join!(stalled, queued) })
-            .await
-            .expect("the stalled turn held its thread");
+        tokio::time::timeout(Duration::from_secs(30), async {
+            tokio::join!(stalled, queued)
+        })
+        .await
+        .expect("the stalled turn held its thread");
 
     assert!(sse.contains("data:"), "some answer was streamed: {sse}");
     assert!(
@@ -117,7 +119,11 @@ async fn a_turn_past_its_deadline_times_out_keeps_its_partial_answer_and_frees_i
     // Three 8-character pieces, kept and marked interrupted.
     assert_eq!(
         rows[1],
-        ("ai".to_string(), "You said: tell me [[mock".to_string(), true)
+        (
+            "ai".to_string(),
+            "You said: tell me [[mock".to_string(),
+            true
+        )
     );
 
     // A client that does not stream gets the status itself, in its protocol's shape.
@@ -166,7 +172,12 @@ async fn a_client_that_stops_reading_is_dropped_and_its_turn_ends_interrupted() 
     let status = settled_status(&server, "stall", Duration::from_secs(40)).await;
     assert_eq!(status, "interrupted");
     let rows = log_rows(&server.db(), "stall");
-    assert_eq!(rows.len(), 2, "{:?}", rows.iter().map(|r| &r.0).collect::<Vec<_>>());
+    assert_eq!(
+        rows.len(),
+        2,
+        "{:?}",
+        rows.iter().map(|r| &r.0).collect::<Vec<_>>()
+    );
     assert!(
         rows[1].2 && rows[1].1.starts_with("You said: everything"),
         "the answer produced is kept, marked interrupted"
@@ -244,7 +255,11 @@ async fn kill_9_under_load_loses_no_confirmed_answer_and_leaves_no_turn_running(
     server.proc.wait_for_line("turns left running");
     let db = server.db();
     let running: i64 = db
-        .query_row("SELECT count(*) FROM turns WHERE status = 'running'", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM turns WHERE status = 'running'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(running, 0, "turns left running after the restart");
     let swept: i64 = db
@@ -330,8 +345,10 @@ async fn a_full_disk_refuses_new_turns_at_once_and_the_box_recovers_when_space_r
     let mock = Mock::start(0, 0);
     let data = disk.join("data");
     let server = Server::start(&data, &mock.base_url, &[]);
-    let turn = |text: &str| json!({"input": {"session_id": "disk",
-        "messages": [{"role": "user", "content": text}]}});
+    let turn = |text: &str| {
+        json!({"input": {"session_id": "disk",
+        "messages": [{"role": "user", "content": text}]}})
+    };
     let (status, _) = dashscope_call(&server, turn("hello")).await;
     assert_eq!(status, 200);
     let (status, report) = health(&server).await;
@@ -339,12 +356,23 @@ async fn a_full_disk_refuses_new_turns_at_once_and_the_box_recovers_when_space_r
 
     fill(&disk.join("filler"));
     let (status, report) = health(&server).await;
-    assert_eq!((status, &report["status"]), (503, &json!("error")), "{report}");
-    assert!(report["disk_free_bytes"].as_u64().unwrap() < 64 << 20, "{report}");
+    assert_eq!(
+        (status, &report["status"]),
+        (503, &json!("error")),
+        "{report}"
+    );
+    assert!(
+        report["disk_free_bytes"].as_u64().unwrap() < 64 << 20,
+        "{report}"
+    );
 
     let asked = Instant::now();
     let (status, error) = dashscope_call(&server, turn("are you full")).await;
-    assert_eq!((status, &error["code"]), (503, &json!("ServiceUnavailable")), "{error}");
+    assert_eq!(
+        (status, &error["code"]),
+        (503, &json!("ServiceUnavailable")),
+        "{error}"
+    );
     assert!(
         error["message"].as_str().unwrap().contains("disk is full"),
         "{error}"
@@ -358,7 +386,11 @@ async fn a_full_disk_refuses_new_turns_at_once_and_the_box_recovers_when_space_r
         .send()
         .await
         .unwrap();
-    assert_eq!(sse.status(), 503, "a stream that cannot be stored is refused");
+    assert_eq!(
+        sse.status(),
+        503,
+        "a stream that cannot be stored is refused"
+    );
     let response = http()
         .post(format!("{}/v1/chat/completions", server.url))
         .bearer_auth(KEY)
