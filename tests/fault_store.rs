@@ -441,4 +441,18 @@ async fn the_data_directory_and_database_files_are_private_to_their_owner() {
     let server = Server::start(&fresh, &mock.base_url, &[]);
     assert_eq!((mode(&fresh), mode(&db)), (0o700, 0o600));
     server.proc.wait_for_line("tightened");
+    drop(server);
+
+    // Whatever the box writes elsewhere is private too (umask 077): an export file.
+    let sql = dir.path().join("export.sql");
+    let status = std::process::Command::new(bin())
+        .arg("--data-dir")
+        .arg(&fresh)
+        .args(["export", "--sql"])
+        .arg(&sql)
+        .env_remove("CONN_STR")
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    assert_eq!(mode(&sql), 0o600);
 }

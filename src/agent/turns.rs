@@ -277,9 +277,7 @@ impl TurnRunner {
             Ok(opened) => opened,
             Err(e) => {
                 tracing::error!(thread = thread_id, "turn not stored: {e}");
-                client
-                    .finish(TurnEvent::Failed(TurnError::Store(e.to_string())))
-                    .await;
+                client.finish(TurnEvent::Failed(TurnError::Store(e.to_string())));
                 return;
             }
         };
@@ -309,7 +307,6 @@ impl TurnRunner {
             if result.is_ok() {
                 result = Err(TurnError::Store(e.to_string()));
                 // Keep the unconfirmed answer, marked interrupted, if the store takes anything.
-                recorder.unconfirm();
                 if let Err(e) = recorder.close(&result).await {
                     tracing::error!(thread = thread_id, "the answer could not be kept: {e}");
                 }
@@ -330,7 +327,7 @@ impl TurnRunner {
                 TurnEvent::Failed(error)
             }
         };
-        client.finish(event).await;
+        client.finish(event);
     }
 
     /// What a finished turn reports to its client.

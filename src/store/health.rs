@@ -105,6 +105,13 @@ impl Store {
     /// The database's state: it answers a read, its last write did not fail, and its disk has
     /// room.
     pub async fn health(&self) -> StoreHealth {
+        let disk_free_bytes = disk_free_bytes(&self.disk.0);
+        let room = disk_free_bytes.is_none_or(|free| free >= MIN_FREE_DISK_BYTES);
+        if room && self.writer_state.last().is_some() {
+            // The failure may be over (space freed, disk back): one small real write tells,
+            // and clears the failure if it commits.
+            let _ = self.write(probe).await;
+        }
         let database_error = match self.ping().await {
             Err(e) => Some(e.to_string()),
             Ok(()) => self
@@ -114,7 +121,7 @@ impl Store {
         };
         StoreHealth {
             database_error,
-            disk_free_bytes: disk_free_bytes(&self.disk.0),
+            disk_free_bytes,
         }
     }
 
@@ -138,10 +145,20 @@ impl Store {
     }
 }
 
+/// A write that needs the disk: the time of the last probe, in `store_meta`.
+fn probe(conn: &rusqlite::Connection) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO store_meta (key, value) VALUES ('write_probe', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [super::now_timestamp()],
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewMessage, open_temp};
+    use crate::store::{NewMessage, StoredMessage, open_temp};
 
     /// Caps the database at its current size: the next write that needs a new page fails with
     /// SQLITE_FULL, as on a full disk.
@@ -160,21 +177,47 @@ mod tests {
             .unwrap();
     }
 
+    fn big_turn(
+        store: &Store,
+    ) -> impl Future<Output = Result<(i64, Vec<StoredMessage>), StoreError>> {
+        let store = store.clone();
+        async move {
+            let big = NewMessage::new(crate::store::MessageKind::Human, "words ".repeat(50_000));
+            store.open_turn("c", None, "m", vec![big], 10).await
+        }
+    }
+
     #[tokio::test]
-    async fn a_write_that_fails_for_lack_of_space_is_reported_and_refuses_turns_until_one_commits()
-    {
+    async fn a_write_that_fails_for_lack_of_space_refuses_new_turns_at_once() {
         let (_dir, store) = open_temp();
-        let open = |text: &'static str| {
-            let store = store.clone();
-            async move {
-                let big = NewMessage::new(crate::store::MessageKind::Human, text.repeat(50_000));
-                store.open_turn("c", None, "m", vec![big], 10).await
-            }
-        };
-        assert!(store.health().await.is_ok());
         cap_database(&store, 0).await;
-        let err = open("full ").await.unwrap_err();
+        let err = big_turn(&store).await.unwrap_err();
         assert!(err.to_string().contains("full"), "{err}");
+        // Refused without another write, while the failure is fresh.
+        let refused = big_turn(&store).await.unwrap_err();
+        assert!(
+            matches!(&refused, StoreError::DiskFull(m) if m.contains("the data disk is full")),
+            "{refused}"
+        );
+        // Space comes back: the first write that commits lifts the refusal.
+        cap_database(&store, 100_000).await;
+        big_turn(&store).await.unwrap();
+    }
+
+    async fn read_only(store: &Store, on: bool) {
+        let pragma = format!("PRAGMA query_only = {on}");
+        store
+            .write(move |c| Ok(c.execute_batch(&pragma)?))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn health_reports_a_failing_writer_until_a_write_commits_again() {
+        let (_dir, store) = open_temp();
+        assert!(store.health().await.is_ok());
+        read_only(&store, true).await;
+        big_turn(&store).await.unwrap_err();
         let health = store.health().await;
         assert!(!health.is_ok());
         assert!(
@@ -182,20 +225,12 @@ mod tests {
                 .database_error
                 .as_deref()
                 .unwrap()
-                .contains("the last write failed"),
+                .starts_with("the last write failed: "),
             "{health:?}"
         );
-        // Refused at once, without another write, while the failure is fresh.
-        let refused = open("again ").await.unwrap_err();
-        assert!(
-            matches!(&refused, StoreError::DiskFull(m) if m.contains("the data disk is full")),
-            "{refused}"
-        );
-
-        // Space comes back: the first write that commits clears the state.
-        cap_database(&store, 100_000).await;
-        assert!(store.health().await.is_ok());
-        open("fine ").await.unwrap();
+        assert!(health.disk_free_bytes.is_some());
+        // The storage is back: `health`'s own probe write finds out, no turn needed.
+        read_only(&store, false).await;
         assert!(store.health().await.is_ok());
     }
 

@@ -88,9 +88,19 @@ impl ClientLink {
         Ok(())
     }
 
-    /// Sends the turn's last event, waiting for room at most the stall limit.
-    pub(super) async fn finish(self, event: TurnEvent) {
-        let _ = tokio::time::timeout(self.stall, self.events.send(event)).await;
+    /// Sends the turn's last event, after everything sent before it. Without room it waits,
+    /// at most the stall limit, in a task of its own: the turn is over and its thread must
+    /// not wait for a slow client.
+    pub(super) fn finish(self, event: TurnEvent) {
+        let event = match self.events.try_send(event) {
+            Err(mpsc::error::TrySendError::Full(event)) => event,
+            // Sent, or the client is gone.
+            _ => return,
+        };
+        let (events, stall) = (self.events, self.stall);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(stall, events.send(event)).await;
+        });
     }
 }
 
@@ -124,6 +134,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_last_event_waits_for_room_without_holding_the_turn() {
+        let (mut link, mut events) = ClientLink::channel(Duration::from_secs(30));
+        for _ in 0..CAPACITY {
+            link.text("x".into());
+        }
+        link.finish(TurnEvent::Failed(TurnError::Interrupted));
+        let mut received = 0;
+        while let Some(event) = events.recv().await {
+            received += 1;
+            if let TurnEvent::Failed(_) = event {
+                break;
+            }
+        }
+        assert_eq!(
+            received,
+            CAPACITY + 1,
+            "the last event comes after the text"
+        );
+    }
+
+    #[tokio::test]
     async fn a_client_that_takes_nothing_for_the_stall_limit_is_dropped() {
         let stall = Duration::from_millis(200);
         let (mut link, _events) = ClientLink::channel(stall);
@@ -137,6 +168,9 @@ mod tests {
             "{stalled}"
         );
         let waited = started.elapsed();
-        assert!(waited >= stall && waited < Duration::from_secs(10), "{waited:?}");
+        assert!(
+            waited >= stall && waited < Duration::from_secs(10),
+            "{waited:?}"
+        );
     }
 }

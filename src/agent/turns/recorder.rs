@@ -2,7 +2,8 @@
 //! with its outcome and whatever answer it has.
 //!
 //! A plain answer is held back so that the closing write stores it together with the turn's
-//! outcome; a write that fails leaves its messages for the closing write to try again. A turn
+//! outcome (marked interrupted if the turn did not finish: the client was never told it was
+//! complete); a write that fails leaves its messages for the closing write to try again. A turn
 //! is closed whatever happens to its task: dropping a recorder that was not closed (the task
 //! panicked) closes the turn from a task of its own, as interrupted, with what was said.
 
@@ -83,18 +84,18 @@ impl Recorder {
         Ok(())
     }
 
-    /// The answer will not be confirmed to the client after all: keep it as interrupted.
-    pub(super) fn unconfirm(&mut self) {
-        for row in &mut self.unsaved {
-            if row.kind == MessageKind::Ai && row.tool_calls.is_none() {
-                row.interrupted = true;
-            }
-        }
-    }
-
     /// The closing write of the turn: the unsaved messages, any partial answer, the outcome.
     fn closing(&self, result: &Result<Usage, TurnError>) -> (Vec<NewMessage>, TurnOutcome) {
         let mut rows = self.unsaved.clone();
+        if result.is_err() {
+            // A held-back answer of a turn that did not finish was never confirmed to the
+            // client (it may not have heard it all): it is kept, marked interrupted.
+            for row in &mut rows {
+                if row.kind == MessageKind::Ai && row.tool_calls.is_none() {
+                    row.interrupted = true;
+                }
+            }
+        }
         if result.is_err() && !self.spoken.is_empty() {
             let mut partial = NewMessage::new(MessageKind::Ai, self.spoken.clone());
             partial.interrupted = true;
