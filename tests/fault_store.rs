@@ -211,7 +211,10 @@ async fn confirmed_answer(url: String, session: String, text: String) -> Option<
         sse.extend_from_slice(&chunk.ok()?);
     }
     let sse = String::from_utf8(sse).ok()?;
-    let last = sse.lines().filter_map(|l| l.strip_prefix("data:")).last()?;
+    let last = sse
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .next_back()?;
     let frame: Value = serde_json::from_str(last).ok()?;
     (frame["output"]["finish_reason"] == "stop").then(|| frame["output"]["text"].to_string())
 }
@@ -249,7 +252,7 @@ async fn kill_9_under_load_loses_no_confirmed_answer_and_leaves_no_turn_running(
         results.push(client.await.unwrap());
     }
     let done = results.iter().filter(|r| r.2.is_some()).count();
-    assert!(done >= 5 && done < 40, "{done} of 40 answers confirmed");
+    assert!((5..40).contains(&done), "{done} of 40 answers confirmed");
 
     let server = Server::start(&data, &mock.base_url, &[]);
     server.proc.wait_for_line("turns left running");
