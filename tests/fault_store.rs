@@ -154,7 +154,8 @@ async fn a_client_that_stops_reading_is_dropped_and_its_turn_ends_interrupted() 
         &mock.base_url,
         &["--client-stall-secs", "2"],
     );
-    // An answer far larger than the socket buffers between the box and the client.
+    // An answer far larger than the socket buffers between the box and the client. (Once the
+    // answer size is capped by --max-answer-bytes, this server needs a cap above 16 MB.)
     let body = json!({"stream": true, "thread_id": "stall",
         "messages": [{"role": "user", "content": "everything [[mock:size=16000000]]"}]})
     .to_string();
