@@ -200,6 +200,14 @@ pub struct ServeArgs {
     /// MCP servers file; a missing file means none. [default: <config-dir>/mcp_config.json]
     #[arg(long, value_name = "FILE")]
     pub mcp_config: Option<PathBuf>,
+    /// The longest a turn may take (router, tools and model calls together), seconds; past it
+    /// the turn stops, keeps its partial answer and the client gets a timeout error.
+    #[arg(long, value_name = "SECS", default_value_t = crate::agent::turns::DEFAULT_TURN_TIMEOUT_SECS)]
+    pub turn_timeout_secs: u64,
+    /// A streaming client that takes nothing of the answer for this many seconds is dropped
+    /// and its turn ends as interrupted.
+    #[arg(long, value_name = "SECS", default_value_t = crate::agent::turns::DEFAULT_CLIENT_STALL_SECS)]
+    pub client_stall_secs: u64,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::agent::turns::TurnLimits;
 use crate::cli::{BusyPolicy, GlobalArgs, GraphKind, MemoryScope, ServeArgs, ToolNode};
 use crate::store::export::{DEFAULT_BATCH_SIZE, ExportError, FollowOptions};
 use crate::tools::mcp::{self, McpServerConfig};
@@ -74,6 +75,8 @@ pub struct ServeConfig {
     /// `--viewer-open`: the viewer without login (trusted LAN only).
     pub viewer_open: bool,
     pub agent: AgentConfig,
+    /// `--turn-timeout-secs` and `--client-stall-secs`.
+    pub turn_limits: TurnLimits,
 }
 
 /// How turns are answered: the graph, its models, tools and MCP servers. Set by flags, or by
@@ -249,6 +252,12 @@ impl Config {
         if args.keepalive_secs == 0 {
             return Err(ConfigError("--keepalive-secs must be at least 1".into()));
         }
+        if args.turn_timeout_secs == 0 {
+            return Err(ConfigError("--turn-timeout-secs must be at least 1".into()));
+        }
+        if args.client_stall_secs == 0 {
+            return Err(ConfigError("--client-stall-secs must be at least 1".into()));
+        }
         self.llm.connect_timeout = Duration::from_secs(args.llm_connect_timeout_secs.max(1));
         self.llm.read_timeout = Duration::from_secs(args.llm_read_timeout_secs.max(1));
         self.llm.attempts = args.llm_attempts;
@@ -305,6 +314,10 @@ impl Config {
             no_auth: args.no_auth,
             export,
             viewer_open: args.viewer_open,
+            turn_limits: TurnLimits {
+                turn_timeout: Duration::from_secs(args.turn_timeout_secs),
+                client_stall: Duration::from_secs(args.client_stall_secs),
+            },
         };
         Ok((self, serve))
     }
@@ -597,5 +610,24 @@ mod tests {
         assert!(err.to_string().contains("--tool-timeout-secs"), "{err}");
         let err = agent_config(dir.path(), &["--tool-llm-name", " "]).unwrap_err();
         assert!(err.to_string().contains("--tool-llm-name"), "{err}");
+    }
+
+    #[test]
+    fn turn_limits_default_and_must_be_positive() {
+        assert_eq!(
+            serve_config(&[]).unwrap().turn_limits,
+            TurnLimits::default()
+        );
+        let limits = serve_config(&["--turn-timeout-secs", "9", "--client-stall-secs", "4"])
+            .unwrap()
+            .turn_limits;
+        assert_eq!(
+            (limits.turn_timeout, limits.client_stall),
+            (Duration::from_secs(9), Duration::from_secs(4))
+        );
+        for flag in ["--turn-timeout-secs", "--client-stall-secs"] {
+            let err = serve_config(&[flag, "0"]).unwrap_err().to_string();
+            assert!(err.contains(flag), "{err}");
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! `lang-agent`: the brain of Xiaozhi voice assistants on a small LAN box.
 //!
-//! The entry point loads `.env`, parses the command line, sets up logging and hands over to
-//! the subcommand. A subcommand error is printed as one line and exits non-zero.
+//! The entry point makes every file it creates private (umask 077: the data directory holds
+//! every conversation), loads `.env`, parses the command line, sets up logging and hands over
+//! to the subcommand. A subcommand error is printed as one line and exits non-zero.
 
 use std::process::ExitCode;
 
@@ -10,6 +11,7 @@ use lang_agent::cli::{Cli, Command};
 use lang_agent::config::Config;
 
 fn main() -> ExitCode {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     // A missing .env is normal; a broken one is reported by the settings it fails to give.
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();

@@ -33,7 +33,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub async fn serve(config: Config, serve: ServeConfig) -> Result<(), String> {
     let db_path = config.sqlite_path();
-    let store = Store::open(&db_path)
+    let store = Store::open_for_serve(&db_path)
         .map_err(|e| format!("cannot open the store {}: {e}", db_path.display()))?;
     let (keys, key_source) = ApiKeys::resolve(&serve.auth_keys, serve.no_auth, &config.data_dir)
         .map_err(|e| {
@@ -58,6 +58,7 @@ pub async fn serve(config: Config, serve: ServeConfig) -> Result<(), String> {
         agent,
         serve.on_busy,
         serve.history_max_messages,
+        serve.turn_limits,
     );
     let state = AppState {
         turns,

@@ -9,20 +9,56 @@
 //! - Each turn runs in its own task, so a client that goes away cannot cut the bookkeeping
 //!   short: dropping the [`TurnHandle`] cancels the turn, which stops the model call and keeps
 //!   the partial answer, marked interrupted.
+//! - Nothing holds a turn, or its thread, for ever: the whole turn has a deadline
+//!   (`--turn-timeout-secs`), and a client that stops reading is dropped after
+//!   `--client-stall-secs` ([`client`]).
+//! - The client is told an answer is complete only once the write closing the turn has
+//!   committed; if it fails, the client gets a store error instead.
+//! - A turn is closed whatever happens to its task: if the task dies (a panic), the turn is
+//!   closed as interrupted with what was said so far.
+
+mod client;
+mod recorder;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use self::client::ClientLink;
+use self::recorder::Recorder;
 use super::memory::{from_log, to_log};
 use super::{Agent, AgentEvent, AgentOutcome, AgentSink, FinishReason, TurnInput};
 use crate::cli::BusyPolicy;
-use crate::llm::{ChatMessage, LlmError, Role, Usage};
-use crate::store::{MessageKind, NewMessage, Store, TurnOutcome, TurnStatus};
+use crate::llm::{ChatMessage, LlmError, Usage};
+use crate::store::Store;
+
+/// `--turn-timeout-secs`: the longest a turn may take, router, tools and model calls together.
+pub const DEFAULT_TURN_TIMEOUT_SECS: u64 = 120;
+/// `--client-stall-secs`: the longest a client may leave the answer untaken.
+pub const DEFAULT_CLIENT_STALL_SECS: u64 = 30;
+
+/// Time limits of every turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TurnLimits {
+    /// The whole turn, from the moment it may run (a turn waiting behind another on its
+    /// thread has not started).
+    pub turn_timeout: Duration,
+    /// How long text may wait for a client that takes nothing before the client is dropped.
+    pub client_stall: Duration,
+}
+
+impl Default for TurnLimits {
+    fn default() -> Self {
+        TurnLimits {
+            turn_timeout: Duration::from_secs(DEFAULT_TURN_TIMEOUT_SECS),
+            client_stall: Duration::from_secs(DEFAULT_CLIENT_STALL_SECS),
+        }
+    }
+}
 
 /// Which thread a turn belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +96,7 @@ pub enum TurnEvent {
 pub struct TurnSummary {
     pub model: String,
     pub usage: Usage,
-    /// Why the answer ended: `length` when it was cut at `--max-answer-bytes`.
+    /// Why the answer ended: `Length` when it was cut at `--max-answer-bytes`.
     pub finish: FinishReason,
 }
 
@@ -73,12 +109,18 @@ pub enum TurnError {
     Store(String),
     #[error("a newer turn on this conversation interrupted this one")]
     Interrupted,
+    #[error("the turn timed out after {} s", .after.as_secs_f64())]
+    Timeout { after: Duration },
+    #[error("the client stopped reading the answer for {} s", .after.as_secs_f64())]
+    ClientStalled { after: Duration },
+    #[error("the turn stopped unexpectedly")]
+    Aborted,
 }
 
 /// The client's end of a running turn. Dropping it cancels the turn.
 pub struct TurnHandle {
     pub thread_id: String,
-    events: mpsc::UnboundedReceiver<TurnEvent>,
+    events: mpsc::Receiver<TurnEvent>,
     _cancel_on_drop: DropGuard,
 }
 
@@ -98,7 +140,7 @@ impl TurnHandle {
                 TurnEvent::Failed(error) => return Err(error),
             }
         }
-        Err(TurnError::Store("the turn ended without an answer".into()))
+        Err(TurnError::Aborted)
     }
 }
 
@@ -116,6 +158,7 @@ pub struct TurnRunner {
     agent: Arc<dyn Agent>,
     on_busy: BusyPolicy,
     history_max_messages: usize,
+    limits: TurnLimits,
     threads: Mutex<HashMap<String, Arc<ThreadSlot>>>,
     next_serial: AtomicU64,
 }
@@ -126,12 +169,14 @@ impl TurnRunner {
         agent: Arc<dyn Agent>,
         on_busy: BusyPolicy,
         history_max_messages: usize,
+        limits: TurnLimits,
     ) -> Arc<TurnRunner> {
         Arc::new(TurnRunner {
             store,
             agent,
             on_busy,
             history_max_messages,
+            limits,
             threads: Mutex::default(),
             next_serial: AtomicU64::new(1),
         })
@@ -152,7 +197,7 @@ impl TurnRunner {
             ThreadChoice::Start => uuid::Uuid::new_v4().to_string(),
         };
         let cancel = CancellationToken::new();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (client, rx) = ClientLink::channel(self.limits.client_stall);
         let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
         let slot = self.slot(&thread_id);
         {
@@ -168,13 +213,17 @@ impl TurnRunner {
         let id = thread_id.clone();
         let token = cancel.clone();
         tokio::spawn(async move {
-            {
-                // Waiting turns queue here in arrival order, even when already interrupted, so
-                // that every user turn is stored in the order it was said.
-                let _turn = slot.turn_lock.lock().await;
-                runner.run(&id, request, &token, &tx).await;
-            }
-            runner.release(&id, slot, serial);
+            // Frees the thread's slot even if the turn's task dies.
+            let slot = SlotGuard {
+                runner: &runner,
+                thread_id: &id,
+                slot,
+                serial,
+            };
+            // Waiting turns queue here in arrival order, even when already interrupted, so
+            // that every user turn is stored in the order it was said.
+            let _turn = slot.slot.turn_lock.lock().await;
+            runner.run(&id, request, &token, client).await;
         });
         TurnHandle {
             thread_id,
@@ -189,7 +238,7 @@ impl TurnRunner {
     }
 
     /// Forgets the thread's slot once no turn holds it, so idle threads cost nothing.
-    fn release(&self, thread_id: &str, slot: Arc<ThreadSlot>, serial: u64) {
+    fn release(&self, thread_id: &str, slot: &Arc<ThreadSlot>, serial: u64) {
         let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
         {
             let mut newest = slot.newest.lock().unwrap_or_else(|e| e.into_inner());
@@ -198,7 +247,7 @@ impl TurnRunner {
             }
         }
         // Clones are only made under `threads`' lock: two strong counts are the map's and ours.
-        if Arc::strong_count(&slot) == 2 {
+        if Arc::strong_count(slot) == 2 {
             threads.remove(thread_id);
         }
     }
@@ -208,9 +257,10 @@ impl TurnRunner {
         thread_id: &str,
         request: TurnRequest,
         cancel: &CancellationToken,
-        client: &mpsc::UnboundedSender<TurnEvent>,
+        mut client: ClientLink,
     ) {
         let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.limits.turn_timeout;
         let device = request.device_id.as_deref();
         // The user's turn is stored before the model is called.
         let rows = request.new_messages.iter().filter_map(to_log).collect();
@@ -229,7 +279,7 @@ impl TurnRunner {
             Ok(opened) => opened,
             Err(e) => {
                 tracing::error!(thread = thread_id, "turn not stored: {e}");
-                let _ = client.send(TurnEvent::Failed(TurnError::Store(e.to_string())));
+                client.finish(TurnEvent::Failed(TurnError::Store(e.to_string())));
                 return;
             }
         };
@@ -241,153 +291,139 @@ impl TurnRunner {
             instructions: request.instructions,
             streaming: request.streaming,
         };
-        let mut recorder = Recorder {
-            store: &self.store,
-            thread_id,
-            device,
-            turn_id,
-            spoken: String::new(),
-            pending: None,
-            first_text: None,
-            started,
-        };
-        let result = if cancel.is_cancelled() {
+        let mut recorder = Recorder::new(&self.store, thread_id, device, turn_id, started);
+        let mut result = if cancel.is_cancelled() {
             Err(TurnError::Interrupted)
         } else {
-            self.drive(&input, cancel, client, &mut recorder).await
+            let limits = Limits {
+                cancel,
+                deadline,
+                timeout: self.limits.turn_timeout,
+            };
+            self.drive(&input, &limits, &mut client, &mut recorder)
+                .await
         };
-        let outcome = recorder.close(&result).await;
+        // The answer is confirmed to the client only once the closing write has committed.
+        if let Err(e) = recorder.close(&result).await {
+            tracing::error!(thread = thread_id, "turn outcome not stored: {e}");
+            if result.is_ok() {
+                result = Err(TurnError::Store(e.to_string()));
+                // Keep the unconfirmed answer, marked interrupted, if the store takes anything.
+                if let Err(e) = recorder.close(&result).await {
+                    tracing::error!(thread = thread_id, "the answer could not be kept: {e}");
+                }
+            }
+        }
         let event = match result {
-            Ok(outcome) => TurnEvent::Finished(TurnSummary {
-                model: self.agent.model_name().to_string(),
-                usage: outcome.usage,
-                finish: outcome.finish,
-            }),
+            Ok(outcome) => TurnEvent::Finished(self.summary(outcome)),
             Err(error) => {
-                if !matches!(error, TurnError::Interrupted) {
-                    tracing::warn!(thread = thread_id, "turn failed: {error}");
+                match error {
+                    TurnError::Interrupted => {}
+                    TurnError::ClientStalled { .. } => {
+                        tracing::warn!(thread = thread_id, "client dropped: {error}");
+                        // Nobody reads; dropping the link ends the client's stream.
+                        return;
+                    }
+                    _ => tracing::warn!(thread = thread_id, "turn failed: {error}"),
                 }
                 TurnEvent::Failed(error)
             }
         };
-        if let Err(e) = outcome {
-            tracing::error!(thread = thread_id, "turn outcome not stored: {e}");
-        }
-        let _ = client.send(event);
+        client.finish(event);
     }
 
-    /// Runs the agent until it finishes, fails or the turn is cancelled, passing text to the
-    /// client and complete messages to the log as they come.
+    /// What a finished turn reports to its client.
+    fn summary(&self, outcome: AgentOutcome) -> TurnSummary {
+        TurnSummary {
+            model: self.agent.model_name().to_string(),
+            usage: outcome.usage,
+            finish: outcome.finish,
+        }
+    }
+
+    /// Runs the agent until it finishes, fails, runs out of time or the turn is cancelled,
+    /// passing text to the client and complete messages to the log as they come; then hands
+    /// the client the text it has not taken yet.
     async fn drive(
         &self,
         input: &TurnInput,
-        cancel: &CancellationToken,
-        client: &mpsc::UnboundedSender<TurnEvent>,
-        recorder: &mut Recorder<'_>,
+        limits: &Limits<'_>,
+        client: &mut ClientLink,
+        recorder: &mut Recorder,
     ) -> Result<AgentOutcome, TurnError> {
         let (sink, mut events) = AgentSink::channel();
         let answer = self.agent.answer(input, sink);
         tokio::pin!(answer);
         let mut finished = None;
         loop {
-            let event = tokio::select! {
+            let step = tokio::select! {
                 biased;
-                _ = cancel.cancelled() => return Err(TurnError::Interrupted),
-                event = events.recv() => event,
-                result = &mut answer, if finished.is_none() => {
-                    finished = Some(result);
-                    continue;
-                }
+                stop = limits.reached() => return Err(stop),
+                delivered = client.deliver() => Step::Delivered(delivered),
+                event = events.recv() => Step::Agent(event),
+                result = &mut answer, if finished.is_none() => Step::Done(result),
             };
-            match event {
-                Some(AgentEvent::Text(piece)) => {
+            match step {
+                Step::Delivered(delivered) => delivered?,
+                Step::Done(result) => finished = Some(result),
+                Step::Agent(Some(AgentEvent::Text(piece))) => {
                     recorder.spoke(&piece);
-                    let _ = client.send(TurnEvent::Text(piece));
+                    client.text(piece);
                 }
-                Some(AgentEvent::Message(message)) => recorder.record(message).await?,
+                Step::Agent(Some(AgentEvent::Message(message))) => recorder.record(message).await?,
                 // The agent's future owned the sink; once it is done and drained, so is the turn.
-                None => {
-                    return finished
-                        .expect("sink closes only when the agent is done")
-                        .map_err(Into::into);
+                Step::Agent(None) => {
+                    let result = finished.expect("sink closes only when the agent is done");
+                    tokio::select! {
+                        biased;
+                        stop = limits.reached() => return Err(stop),
+                        delivered = client.deliver_all() => delivered?,
+                    }
+                    return result.map_err(Into::into);
                 }
             }
         }
     }
 }
 
-/// Logs a turn's messages as they complete and keeps the turn's metrics.
-struct Recorder<'a> {
-    store: &'a Store,
+/// One wake-up of [`TurnRunner::drive`].
+enum Step {
+    Delivered(Result<(), TurnError>),
+    Agent(Option<AgentEvent>),
+    Done(Result<AgentOutcome, LlmError>),
+}
+
+/// What stops a running turn from outside: a newer turn or a client gone, or its deadline.
+struct Limits<'a> {
+    cancel: &'a CancellationToken,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+}
+
+impl Limits<'_> {
+    /// Resolves with the reason once the turn must stop.
+    async fn reached(&self) -> TurnError {
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => TurnError::Interrupted,
+            _ = tokio::time::sleep_until(self.deadline) => TurnError::Timeout { after: self.timeout },
+        }
+    }
+}
+
+/// Releases a thread's slot when the turn's task ends, however it ends.
+struct SlotGuard<'a> {
+    runner: &'a TurnRunner,
     thread_id: &'a str,
-    device: Option<&'a str>,
-    turn_id: i64,
-    /// Text spoken since the last logged assistant message: what an interruption must keep.
-    spoken: String,
-    /// A plain answer, most likely the turn's last message: held back so that `close` writes
-    /// it with the turn's outcome in one go. Any later message flushes it first.
-    pending: Option<NewMessage>,
-    first_text: Option<Instant>,
-    started: Instant,
+    slot: Arc<ThreadSlot>,
+    serial: u64,
 }
 
-impl Recorder<'_> {
-    fn spoke(&mut self, piece: &str) {
-        self.first_text.get_or_insert_with(Instant::now);
-        self.spoken.push_str(piece);
-    }
-
-    async fn record(&mut self, message: ChatMessage) -> Result<(), TurnError> {
-        if message.role == Role::Assistant {
-            self.spoken.clear();
-        }
-        let Some(row) = to_log(&message) else {
-            return Ok(());
-        };
-        let mut rows: Vec<NewMessage> = self.pending.take().into_iter().collect();
-        if row.kind == MessageKind::Ai && row.tool_calls.is_none() {
-            self.pending = Some(row);
-            if rows.is_empty() {
-                return Ok(());
-            }
-        } else {
-            rows.push(row);
-        }
-        self.store
-            .append(self.thread_id, self.device, Some(self.turn_id), rows)
-            .await
-            .map(|_| ())
-            .map_err(|e| TurnError::Store(e.to_string()))
-    }
-
-    /// Writes the held-back answer, any partial answer, and the turn's outcome.
-    async fn close(
-        &mut self,
-        result: &Result<AgentOutcome, TurnError>,
-    ) -> Result<(), crate::store::StoreError> {
-        let mut rows: Vec<NewMessage> = self.pending.take().into_iter().collect();
-        if result.is_err() && !self.spoken.is_empty() {
-            let mut partial = NewMessage::new(MessageKind::Ai, std::mem::take(&mut self.spoken));
-            partial.interrupted = true;
-            rows.push(partial);
-        }
-        let (status, error, usage) = match result {
-            Ok(outcome) => (TurnStatus::Done, None, outcome.usage),
-            Err(TurnError::Interrupted) => (TurnStatus::Interrupted, None, Usage::default()),
-            Err(e) => (TurnStatus::Failed, Some(e.to_string()), Usage::default()),
-        };
-        let outcome = TurnOutcome {
-            status,
-            error,
-            input_tokens: usage.prompt_tokens,
-            output_tokens: usage.completion_tokens,
-            ttft_ms: self
-                .first_text
-                .map(|t| (t - self.started).as_millis() as u64),
-            total_ms: self.started.elapsed().as_millis() as u64,
-        };
-        self.store
-            .close_turn(self.thread_id, self.device, self.turn_id, rows, outcome)
-            .await
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        self.runner.release(self.thread_id, &self.slot, self.serial);
     }
 }
+
+#[cfg(test)]
+mod tests;

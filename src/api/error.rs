@@ -22,7 +22,10 @@ pub enum ErrorKind {
     Throttling,
     Interrupted,
     Upstream,
-    UpstreamTimeout,
+    /// The upstream or the turn's own deadline ran out.
+    Timeout,
+    /// The box cannot take the turn now (its store cannot write); retrying later may work.
+    Unavailable,
     Internal,
 }
 
@@ -55,7 +58,8 @@ impl ApiError {
             ErrorKind::Throttling => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Interrupted => StatusCode::CONFLICT,
             ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
-            ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -69,9 +73,9 @@ impl ApiError {
             ErrorKind::TooLarge => "RequestTooLarge",
             ErrorKind::Throttling => "Throttling",
             ErrorKind::Interrupted => "RequestInterrupted",
-            ErrorKind::Upstream | ErrorKind::UpstreamTimeout | ErrorKind::Internal => {
-                "InternalError"
-            }
+            ErrorKind::Timeout => "RequestTimeOut",
+            ErrorKind::Unavailable => "ServiceUnavailable",
+            ErrorKind::Upstream | ErrorKind::Internal => "InternalError",
         }
     }
 
@@ -85,7 +89,8 @@ impl ApiError {
             ErrorKind::Throttling => ("rate_limit_error", "rate_limit_exceeded"),
             ErrorKind::Interrupted => ("server_error", "interrupted"),
             ErrorKind::Upstream => ("server_error", "upstream_error"),
-            ErrorKind::UpstreamTimeout => ("server_error", "upstream_timeout"),
+            ErrorKind::Timeout => ("timeout_error", "timeout"),
+            ErrorKind::Unavailable => ("server_error", "service_unavailable"),
             ErrorKind::Internal => ("server_error", "internal_error"),
         }
     }
@@ -119,13 +124,17 @@ impl From<&TurnError> for ApiError {
             TurnError::Model(llm) => {
                 let kind = match llm {
                     LlmError::Status { status: 429, .. } => ErrorKind::Throttling,
-                    LlmError::Timeout => ErrorKind::UpstreamTimeout,
+                    LlmError::Timeout => ErrorKind::Timeout,
                     _ => ErrorKind::Upstream,
                 };
                 ApiError::new(kind, llm.to_string())
             }
-            TurnError::Store(_) => ApiError::new(ErrorKind::Internal, error.to_string()),
-            TurnError::Interrupted => ApiError::new(ErrorKind::Interrupted, error.to_string()),
+            TurnError::Timeout { .. } => ApiError::new(ErrorKind::Timeout, error.to_string()),
+            TurnError::Store(_) => ApiError::new(ErrorKind::Unavailable, error.to_string()),
+            TurnError::Interrupted | TurnError::ClientStalled { .. } => {
+                ApiError::new(ErrorKind::Interrupted, error.to_string())
+            }
+            TurnError::Aborted => ApiError::new(ErrorKind::Internal, error.to_string()),
         }
     }
 }
@@ -157,5 +166,37 @@ mod tests {
         );
         let e = ApiError::from(&TurnError::Model(LlmError::Unreachable("refused".into())));
         assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+    }
+
+    #[test]
+    fn timeouts_are_504_and_store_failures_503_in_both_shapes() {
+        for e in [
+            ApiError::from(&TurnError::Model(LlmError::Timeout)),
+            ApiError::from(&TurnError::Timeout {
+                after: std::time::Duration::from_secs(120),
+            }),
+        ] {
+            assert_eq!(
+                (e.status(), e.dashscope_code()),
+                (StatusCode::GATEWAY_TIMEOUT, "RequestTimeOut")
+            );
+            assert_eq!(
+                e.openai_body()["error"],
+                json!({"message": e.message, "type": "timeout_error", "code": "timeout"})
+            );
+        }
+        let e = ApiError::from(&TurnError::Store("the data disk is full".into()));
+        assert_eq!(
+            (e.status(), e.dashscope_code()),
+            (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
+        );
+        assert!(e.message.contains("the data disk is full"), "{}", e.message);
+        assert_eq!(
+            (
+                &e.openai_body()["error"]["type"],
+                &e.openai_body()["error"]["code"]
+            ),
+            (&json!("server_error"), &json!("service_unavailable"))
+        );
     }
 }

@@ -2,7 +2,8 @@
 //! API, and `/health`; with the authentication, body parsing and error shapes they share.
 //!
 //! Each surface checks the API key in its own middleware so that a refusal comes back in that
-//! protocol's error shape; `/health` is open so a supervisor can probe the box.
+//! protocol's error shape; `/health` is open so a supervisor can probe the box, and tells the
+//! truth about the store: a write that failed or a data disk nearly full is a 503.
 
 pub mod auth;
 mod body;
@@ -108,14 +109,23 @@ async fn require_key(
 }
 
 async fn health(State(state): State<AppState>) -> Response {
-    match state.turns.store().ping().await {
-        Ok(()) => Json(json!({"status": "ok", "database": "ok"})).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "error", "database": e.to_string()})),
-        )
-            .into_response(),
+    let health = state.turns.store().health().await;
+    let database = health.database_error.as_deref().unwrap_or("ok");
+    if health.is_ok() {
+        let body = json!({"status": "ok", "database": database,
+                          "disk_free_bytes": health.disk_free_bytes});
+        return Json(body).into_response();
     }
+    let mut body = json!({"status": "error", "database": database,
+                          "disk_free_bytes": health.disk_free_bytes});
+    if health.disk_low() {
+        body["disk"] = format!(
+            "free space is below {} MiB: new turns are refused",
+            crate::store::MIN_FREE_DISK_BYTES >> 20
+        )
+        .into();
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 async fn not_found(uri: Uri) -> Response {

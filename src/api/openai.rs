@@ -142,6 +142,6 @@ async fn forget(app: AppState, thread_id: Option<String>) -> Response {
     match app.turns.store().forget(thread_id.as_deref()).await {
         Ok(n) => Json(json!({"deleted": true, "thread_id": thread_id, "forgotten_messages": n}))
             .into_response(),
-        Err(e) => ApiError::new(ErrorKind::Internal, e.to_string()).into_openai(),
+        Err(e) => ApiError::new(ErrorKind::Unavailable, e.to_string()).into_openai(),
     }
 }

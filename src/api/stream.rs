@@ -7,7 +7,10 @@
 //!   error shape; a failure after that is sent as the protocol's error frame;
 //! - sends a `:` comment whenever nothing else has flowed for a keep-alive interval (SSE
 //!   clients ignore comments; proxies and clients with read timeouts see a live connection);
-//! - owns the [`TurnHandle`], so a client that goes away drops it and stops the turn.
+//! - owns the [`TurnHandle`], so a client that goes away drops it and stops the turn;
+//! - sends the closing frames only on the turn's `Finished`, which the runner sends after the
+//!   turn is stored; a turn that ends without it (its task died, or it dropped a client that
+//!   stopped reading) ends the stream with an error frame, never with a success.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -18,7 +21,7 @@ use axum::response::Response;
 use futures::stream;
 
 use super::error::ApiError;
-use crate::agent::turns::{TurnEvent, TurnHandle, TurnSummary};
+use crate::agent::turns::{TurnError, TurnEvent, TurnHandle, TurnSummary};
 
 /// The keep-alive frame: a comment line and the blank line that ends it.
 const KEEPALIVE: &[u8] = b": keep-alive\n\n";
@@ -42,6 +45,7 @@ pub async fn respond<W: FrameWriter>(
 ) -> Response {
     let first = match tokio::time::timeout(keepalive, turn.next()).await {
         Ok(Some(TurnEvent::Failed(error))) => return early_error(ApiError::from(&error)),
+        Ok(None) => return early_error(ApiError::from(&TurnError::Aborted)),
         Ok(event) => Pending::Event(event),
         Err(_) => Pending::KeepAlive,
     };
@@ -99,7 +103,8 @@ impl<W: FrameWriter> Driver<W> {
                 Pending::KeepAlive => return Some(Bytes::from_static(KEEPALIVE)),
                 Pending::Event(None) => {
                     self.done = true;
-                    return None;
+                    let aborted = ApiError::from(&TurnError::Aborted);
+                    return Some(self.writer.failed(&aborted));
                 }
                 Pending::Event(Some(TurnEvent::Text(piece))) => {
                     if let Some(frame) = self.writer.text(&piece) {

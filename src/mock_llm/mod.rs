@@ -170,7 +170,21 @@ async fn chat_completions(State(mock): State<Mock>, Json(body): Json<Value>) -> 
         }))
         .into_response();
     }
-    stream_reply(&mock, reply, usage, model, behaviour == Behaviour::Cut)
+    let shape = StreamShape {
+        piece_chars: script.piece_chars(),
+        cut: behaviour == Behaviour::Cut,
+        hang_after: script.hang_after,
+    };
+    stream_reply(&mock, reply, shape, usage, model)
+}
+
+/// How a streamed reply is cut into frames and how it ends.
+struct StreamShape {
+    piece_chars: usize,
+    /// Drop the connection after the first half (`cut`).
+    cut: bool,
+    /// Go silent after this many pieces (`hang_after`).
+    hang_after: Option<usize>,
 }
 
 fn error_status(code: u16) -> Response {
@@ -229,9 +243,22 @@ fn stream_tool_calls(mock: &Mock, calls: Vec<Value>, usage: Value, model: String
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-fn stream_reply(mock: &Mock, reply: String, usage: Value, model: String, cut: bool) -> Response {
-    let pieces = script::pieces(&reply, 8);
-    let keep = if cut {
+fn stream_reply(
+    mock: &Mock,
+    reply: String,
+    shape: StreamShape,
+    usage: Value,
+    model: String,
+) -> Response {
+    let StreamShape {
+        piece_chars,
+        cut,
+        hang_after,
+    } = shape;
+    let pieces = script::pieces(&reply, piece_chars);
+    let keep = if let Some(n) = hang_after {
+        n.min(pieces.len())
+    } else if cut {
         pieces.len().div_ceil(2)
     } else {
         pieces.len()
@@ -245,7 +272,9 @@ fn stream_reply(mock: &Mock, reply: String, usage: Value, model: String, cut: bo
         .iter()
         .map(|p| Ok(chunk(json!({"content": p}), Value::Null)))
         .collect();
-    if cut {
+    if hang_after.is_some() {
+        // Nothing more is pushed; the stream below then never ends.
+    } else if cut {
         // An error item makes hyper abort the connection mid-body, as a crashed upstream does.
         frames.push(Err(std::io::Error::other("mock-llm scripted cut")));
     } else {
@@ -268,6 +297,11 @@ fn stream_reply(mock: &Mock, reply: String, usage: Value, model: String, cut: bo
         }
         frame
     });
+    let body: futures::stream::BoxStream<'static, _> = if hang_after.is_some() {
+        body.chain(futures::stream::pending()).boxed()
+    } else {
+        body.boxed()
+    };
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .body(Body::from_stream(body))

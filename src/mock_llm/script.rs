@@ -24,6 +24,13 @@
 //! - `[[mock:repeat_calls]]` make the calls again in every round while tools are offered (a
 //!   model that never stops calling tools).
 //!
+//! Size (answer calls):
+//! - `[[mock:size=BYTES]]` pad the reply with `blah ` to BYTES bytes and stream it in pieces
+//!   of up to [`BIG_PIECE`] bytes instead of 8 characters (a big answer in a sane number of
+//!   frames), for tests of clients that stop reading;
+//! - `[[mock:hang_after=N]]` stream N pieces, then go silent with the connection open (a
+//!   stalled upstream), for tests of the turn deadline.
+//!
 //! For every kind, `[[mock:delay=MS]]` waits MS milliseconds before answering (as
 //! `--delay-ms` does for every call).
 //!
@@ -97,6 +104,10 @@ pub struct Script {
     pub fault: Option<Fault>,
     /// `[[mock:chat_tool_calls]]`: call tools even when none are offered.
     pub chat_tool_calls: bool,
+    /// `size`: the reply is padded to this many bytes.
+    pub size: Option<usize>,
+    /// `hang_after`: pieces streamed before the mock goes silent.
+    pub hang_after: Option<usize>,
 }
 
 /// A scripted upstream fault, see the module documentation.
@@ -108,6 +119,9 @@ pub enum Fault {
     ToolIndex(u64),
     HugeBody,
 }
+
+/// The piece length of a `size`-padded reply.
+pub const BIG_PIECE: usize = 4096;
 
 /// What an answer call produces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +191,8 @@ impl Script {
             tool_results,
             fault: None,
             chat_tool_calls: false,
+            size: None,
+            hang_after: None,
         };
         for (name, value) in directives(&last_user) {
             match name {
@@ -202,6 +218,8 @@ impl Script {
                 "cut" => script.behaviour = Behaviour::Cut,
                 "fail_first" => script.behaviour = Behaviour::FailFirst(value.parse().unwrap_or(1)),
                 "delay" => script.delay = value.parse().ok().map(Duration::from_millis),
+                "size" => script.size = value.parse().ok(),
+                "hang_after" => script.hang_after = value.parse().ok(),
                 _ => {}
             }
         }
@@ -253,14 +271,29 @@ impl Script {
     }
 
     pub fn reply(&self) -> String {
-        match &self.reply_override {
+        let reply = match &self.reply_override {
             Some(text) => text.clone(),
             None => format!(
                 "You said: {}. I remember: {}.",
                 self.last_user,
                 self.users.join(" | ")
             ),
+        };
+        self.padded(reply)
+    }
+
+    /// `reply` padded to the `size` directive's byte count (ASCII padding, so the count is
+    /// exact whenever the reply itself is shorter).
+    fn padded(&self, mut reply: String) -> String {
+        if let Some(room) = self.size.and_then(|size| size.checked_sub(reply.len())) {
+            reply.push_str(&"blah ".repeat(room.div_ceil(5))[..room]);
         }
+        reply
+    }
+
+    /// How many characters each streamed piece of the reply holds.
+    pub fn piece_chars(&self) -> usize {
+        if self.size.is_some() { BIG_PIECE } else { 8 }
     }
 }
 
@@ -382,5 +415,15 @@ mod tests {
             Answer::ToolCalls(vec![("clock".into(), "{}".into())])
         );
         assert_eq!(read("x").fault, None);
+    }
+
+    #[test]
+    fn pads_a_reply_to_the_size_asked() {
+        let s = Script::read(&json!({"messages": [
+            {"role": "user", "content": "big [[mock:size=10000]] [[mock:reply=Hi]]"}]}));
+        let reply = s.reply();
+        assert_eq!(reply.len(), 10_000);
+        assert!(reply.starts_with("Hiblah blah"));
+        assert_eq!(s.piece_chars(), BIG_PIECE);
     }
 }

@@ -5,9 +5,13 @@
 //! database work runs on tokio's blocking pool ([`Store::run`]) so a slow disk never stalls the
 //! async runtime. Every change to the log is also announced on a broadcast channel
 //! ([`StoreEvent`]) so the viewer can push live updates without polling the database.
+//! `serve` opens it with [`Store::open_for_serve`], which also makes the files private and
+//! closes turns a previous run left `running`.
 
 mod delete;
 pub mod export;
+mod files;
+mod health;
 mod log;
 mod schema;
 mod search_index;
@@ -21,8 +25,10 @@ use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
 use tokio::sync::broadcast;
 
+use health::{DataDisk, WriterState};
 use writer::Writer;
 
+pub use health::{MIN_FREE_DISK_BYTES, StoreHealth};
 pub use log::{MessageKind, NewMessage, StoredMessage};
 pub use turns::{TurnOutcome, TurnStatus};
 
@@ -42,6 +48,8 @@ pub enum StoreError {
     },
     #[error("database task failed: {0}")]
     Task(String),
+    #[error("{0}")]
+    DiskFull(String),
 }
 
 /// A change to the conversation log, named as the viewer's SSE events are.
@@ -61,21 +69,54 @@ pub struct Store {
     /// queueing writes in-process, rather than letting connections collide and back off in
     /// SQLite's busy handler (which sleeps in whole milliseconds), keeps writes fast under load.
     writer: Writer,
+    writer_state: WriterState,
+    disk: DataDisk,
     events: broadcast::Sender<StoreEvent>,
 }
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and migrates it to the newest schema.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
-                path: dir.display().to_string(),
-                source,
-            })?;
+        Store::open_as(path, false)
+    }
+
+    /// Opens the database as the one server writing it: as [`Store::open`], and the data
+    /// directory and database files are made private to their owner, and the turns a previous
+    /// run left `running` (it was killed, or lost its disk) are closed as interrupted.
+    pub fn open_for_serve(path: &Path) -> Result<Store, StoreError> {
+        Store::open_as(path, true)
+    }
+
+    fn open_as(path: &Path, serving: bool) -> Result<Store, StoreError> {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        files::create_private_dir(&dir).map_err(|source| StoreError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        if serving {
+            files::make_private(&dir);
         }
         let mut writer = rusqlite::Connection::open(path)?;
+        if serving {
+            // SQLite gives the WAL and shared-memory files the database file's mode.
+            files::sqlite_files(path)
+                .iter()
+                .for_each(|f| files::make_private(f));
+        }
         configure(&mut writer)?;
         schema::migrations().to_latest(&mut writer)?;
+        if serving {
+            let closed = turns::close_abandoned(&writer)?;
+            if closed > 0 {
+                tracing::warn!(
+                    "closed {closed} turns left running by the previous run as interrupted"
+                );
+            }
+        }
         let manager = SqliteConnectionManager::file(path).with_init(configure);
         let pool = Pool::builder()
             .max_size(8)
@@ -88,7 +129,9 @@ impl Store {
         })?;
         Ok(Store {
             pool,
+            writer_state: writer.state(),
             writer,
+            disk: DataDisk(dir),
             events,
         })
     }

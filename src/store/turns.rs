@@ -1,6 +1,7 @@
 //! Per-turn metrics: which model answered, token usage, time to first token, total time and
 //! how the turn ended. A turn row is opened before the model is called, so a crash leaves a
-//! `running` row behind rather than nothing.
+//! `running` row behind rather than nothing; the next start closes such rows
+//! ([`close_abandoned`]), so `running` always means running now.
 
 use rusqlite::params;
 
@@ -38,11 +39,25 @@ pub struct TurnOutcome {
     pub total_ms: u64,
 }
 
+/// The error recorded on turns a previous run left `running`.
+pub const ABANDONED: &str = "the box stopped before the turn ended";
+
+/// Closes every `running` turn as interrupted: run at start, before any turn of this run
+/// exists. Returns how many there were.
+pub(super) fn close_abandoned(conn: &rusqlite::Connection) -> Result<usize, StoreError> {
+    Ok(conn.execute(
+        "UPDATE turns SET status = 'interrupted', error = ?1, finished_at = ?2
+         WHERE status = 'running'",
+        params![ABANDONED, now_timestamp()],
+    )?)
+}
+
 impl Store {
     /// Opens a turn, in one write: moves the device (if any) into `conversation_id` (its
     /// previous conversation leaves the model's memory), logs the messages that start the turn
     /// (the user's turn), and reads back the newest `memory_limit` messages of the memory the
-    /// model will see. Returns the turn's id and that memory.
+    /// model will see. Returns the turn's id and that memory. Refused at once while the data
+    /// disk is full ([`StoreError::DiskFull`]): a turn that cannot be stored is not started.
     pub async fn open_turn(
         &self,
         conversation_id: &str,
@@ -51,6 +66,7 @@ impl Store {
         messages: Vec<NewMessage>,
         memory_limit: usize,
     ) -> Result<(i64, Vec<StoredMessage>), StoreError> {
+        self.check_room()?;
         let conversation = conversation_id.to_string();
         let device = device_id.map(str::to_string);
         let model = model.to_string();
@@ -188,5 +204,28 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["hi", "partial"]
         );
+    }
+
+    #[tokio::test]
+    async fn serving_closes_the_turns_a_previous_run_left_running() {
+        let (dir, store) = open_temp();
+        let (left, _) = store.open_turn("c", None, "m", vec![], 10).await.unwrap();
+        drop(store);
+        let store = Store::open_for_serve(&dir.path().join("t.sqlite3")).unwrap();
+        let (status, error, finished): (String, String, Option<String>) = store
+            .run(move |conn| {
+                Ok(conn.query_row(
+                    "SELECT status, error, finished_at FROM turns WHERE id = ?1",
+                    [left],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (status.as_str(), error.as_str()),
+            ("interrupted", ABANDONED)
+        );
+        assert!(finished.is_some());
     }
 }

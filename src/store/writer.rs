@@ -5,31 +5,45 @@
 //! writes are queued to a dedicated thread that takes every job waiting, runs each in its own
 //! savepoint (a failing job rolls back alone), and commits them together. Under load that is
 //! one commit for hundreds of writes; idle, a job runs the moment it arrives. A job's caller
-//! hears back only after the commit that made its work durable.
+//! hears back only after the commit that made its work durable. The writer also keeps its
+//! last storage failure ([`WriterState`]) for `/health` and for refusing turns on a full disk.
 
 use std::sync::mpsc;
 
 use rusqlite::Connection;
 
 use super::StoreError;
+use super::health::WriterState;
 
 /// Most jobs in one transaction: bounds how long the first of them waits for the commit.
 const MAX_BATCH: usize = 256;
 
-/// A queued write: runs inside the batch transaction, returns what to tell its caller once
-/// the batch's commit is known.
-type Job = Box<dyn FnOnce(&mut rusqlite::Transaction<'_>) -> Reply + Send>;
+/// A queued write: runs inside the batch transaction, returns how it went and what to tell
+/// its caller once the batch's commit is known.
+type Job = Box<dyn FnOnce(&mut rusqlite::Transaction<'_>) -> Ran + Send>;
 type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// A job that has run in its savepoint.
+struct Ran {
+    /// Its work succeeded (and commits with the batch).
+    ok: bool,
+    /// It failed because of the storage (disk full, I/O error): `WriterState` records it.
+    storage_failed: bool,
+    reply: Reply,
+}
 
 #[derive(Clone)]
 pub(super) struct Writer {
     jobs: mpsc::Sender<Job>,
+    state: WriterState,
 }
 
 impl Writer {
     /// Starts the writer thread on `conn`. It ends when the last `Writer` is dropped.
     pub(super) fn start(mut conn: Connection) -> std::io::Result<Writer> {
         let (jobs, queue) = mpsc::channel::<Job>();
+        let state = WriterState::default();
+        let thread_state = state.clone();
         std::thread::Builder::new()
             .name("lang-agent-db-writer".into())
             .spawn(move || {
@@ -41,10 +55,14 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    run_batch(&mut conn, batch);
+                    run_batch(&mut conn, batch, &thread_state);
                 }
             })?;
-        Ok(Writer { jobs })
+        Ok(Writer { jobs, state })
+    }
+
+    pub(super) fn state(&self) -> WriterState {
+        self.state.clone()
     }
 
     /// Runs `work` in the next batch; resolves after that batch is committed.
@@ -54,6 +72,7 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = tokio::sync::oneshot::channel();
+        let state = self.state.clone();
         let job: Job = Box::new(move |tx| {
             let result = (|| {
                 let savepoint = tx.savepoint()?;
@@ -61,13 +80,21 @@ impl Writer {
                 savepoint.commit()?;
                 Ok(value)
             })();
-            Box::new(move |committed: Result<(), String>| {
-                let _ = reply.send(match (result, committed) {
-                    (Ok(value), Ok(())) => Ok(value),
-                    (Err(e), _) => Err(e),
-                    (Ok(_), Err(e)) => Err(StoreError::Task(format!("commit failed: {e}"))),
-                });
-            })
+            let storage_failed = match &result {
+                Err(StoreError::Sqlite(e)) => state.failed(e),
+                _ => false,
+            };
+            Ran {
+                ok: result.is_ok(),
+                storage_failed,
+                reply: Box::new(move |committed: Result<(), String>| {
+                    let _ = reply.send(match (result, committed) {
+                        (Ok(value), Ok(())) => Ok(value),
+                        (Err(e), _) => Err(e),
+                        (Ok(_), Err(e)) => Err(StoreError::Task(format!("commit failed: {e}"))),
+                    });
+                }),
+            }
         });
         self.jobs
             .send(job)
@@ -78,22 +105,44 @@ impl Writer {
     }
 }
 
-fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
+fn run_batch(conn: &mut Connection, batch: Vec<Job>, state: &WriterState) {
     let mut tx = match conn.transaction() {
         Ok(tx) => tx,
         Err(e) => {
             // Dropping the batch drops its reply channels: every caller gets an error.
             tracing::error!("database: cannot begin a write: {e}");
+            state.failed(&e);
             return;
         }
     };
-    let replies: Vec<Reply> = batch.into_iter().map(|job| job(&mut tx)).collect();
-    let committed = tx.commit().map_err(|e| e.to_string());
-    if let Err(e) = &committed {
-        tracing::error!("database: commit failed: {e}");
+    let mut ran: Vec<Ran> = Vec::with_capacity(batch.len());
+    for job in batch {
+        let done = job(&mut tx);
+        let rolled_back = done.storage_failed && tx.is_autocommit();
+        ran.push(done);
+        if rolled_back {
+            // SQLite may roll the whole transaction back on a full disk or an I/O error. The
+            // jobs not yet run are dropped (their callers hear the writer dropped them) rather
+            // than run outside the transaction; the commit below then fails for the rest.
+            break;
+        }
     }
-    for reply in replies {
-        reply(committed.clone());
+    let committed = tx.commit();
+    match &committed {
+        Err(e) => {
+            tracing::error!("database: commit failed: {e}");
+            state.failed(e);
+        }
+        // A batch whose every job failed says nothing about the storage; one in which a job
+        // failed for the storage's sake must not clear that.
+        Ok(()) if ran.iter().any(|r| r.ok) && !ran.iter().any(|r| r.storage_failed) => {
+            state.succeeded()
+        }
+        Ok(()) => {}
+    }
+    let committed = committed.map_err(|e| e.to_string());
+    for ran in ran {
+        (ran.reply)(committed.clone());
     }
 }
 
