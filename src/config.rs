@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::{BusyPolicy, GlobalArgs, GraphKind, MemoryScope, ServeArgs, ToolNode};
+use crate::cli::{BusyPolicy, GlobalArgs, GraphKind, HttpArgs, MemoryScope, ServeArgs, ToolNode};
+use crate::http::HttpLimits;
 use crate::store::export::{DEFAULT_BATCH_SIZE, ExportError, FollowOptions};
 use crate::tools::mcp::{self, McpServerConfig};
 
@@ -69,6 +70,8 @@ pub struct ServeConfig {
     /// `--viewer-open`: the viewer without login (trusted LAN only).
     pub viewer_open: bool,
     pub agent: AgentConfig,
+    /// Timeouts and the connection cap of each port.
+    pub http: HttpLimits,
 }
 
 /// How turns are answered: the graph, its models, tools and MCP servers. Set by flags, or by
@@ -271,6 +274,7 @@ impl Config {
             })?;
         let auth_keys = auth_keys_from_env();
         let agent = AgentConfig::resolve(args, &self)?;
+        let http = http_limits(&args.http)?;
         let serve = ServeConfig {
             agent,
             api_addr,
@@ -285,6 +289,7 @@ impl Config {
             no_auth: args.no_auth,
             export,
             viewer_open: args.viewer_open,
+            http,
         };
         Ok((self, serve))
     }
@@ -307,6 +312,29 @@ pub fn auth_keys_from_env() -> Vec<Secret> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The connection limits of a port (`serve`'s two, or `lang-agent viewer`'s), checked.
+pub fn http_limits(args: &HttpArgs) -> Result<HttpLimits, ConfigError> {
+    let secs = |value: u64, flag: &str| {
+        if value == 0 {
+            Err(ConfigError(format!("--{flag} must be at least 1")))
+        } else {
+            Ok(Duration::from_secs(value))
+        }
+    };
+    // The cap is counted in a semaphore's permits; a million is beyond any box's descriptors.
+    if !(1..=1_000_000).contains(&args.max_connections) {
+        return Err(ConfigError(
+            "--max-connections must be between 1 and 1000000".into(),
+        ));
+    }
+    Ok(HttpLimits {
+        header_timeout: secs(args.http_header_timeout_secs, "http-header-timeout-secs")?,
+        body_timeout: secs(args.http_body_timeout_secs, "http-body-timeout-secs")?,
+        idle_timeout: secs(args.http_idle_timeout_secs, "http-idle-timeout-secs")?,
+        max_connections: args.max_connections,
+    })
 }
 
 pub fn socket_addr(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
