@@ -454,6 +454,32 @@ mod tests {
         );
     }
 
+    #[test]
+    fn http_limits_default_and_refuse_zero() {
+        let http = serve_config(&[]).unwrap().http;
+        assert_eq!(http, HttpLimits::default());
+        assert_eq!(http.header_timeout, Duration::from_secs(10));
+        assert_eq!(http.body_timeout, Duration::from_secs(30));
+        assert_eq!(http.idle_timeout, Duration::from_secs(60));
+        assert_eq!(http.max_connections, 2048);
+        let set = serve_config(&["--http-idle-timeout-secs", "5", "--max-connections", "7"])
+            .unwrap()
+            .http;
+        assert_eq!(
+            (set.idle_timeout, set.max_connections),
+            (Duration::from_secs(5), 7)
+        );
+        for flag in [
+            "--http-header-timeout-secs",
+            "--http-body-timeout-secs",
+            "--http-idle-timeout-secs",
+            "--max-connections",
+        ] {
+            let err = serve_config(&[flag, "0"]).unwrap_err().to_string();
+            assert!(err.starts_with(flag), "{err}");
+        }
+    }
+
     fn agent_config(
         config_dir: &std::path::Path,
         extra: &[&str],

@@ -243,3 +243,43 @@ impl RateLimitedLog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn peer(ConnectInfo(peer): ConnectInfo<SocketAddr>) -> String {
+        peer.to_string()
+    }
+
+    #[tokio::test]
+    async fn requests_carry_the_peer_address_and_a_stop_ends_the_server() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn({
+            let shutdown = shutdown.clone();
+            let app = Router::new().route("/peer", get(peer));
+            async move { serve(listener, app, HttpLimits::default(), &shutdown).await }
+        });
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET /peer HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let me = client.local_addr().unwrap().to_string();
+        assert!(answer.ends_with(&me), "the peer is {me}: {answer}");
+
+        // An idle kept-alive connection does not hold the stop.
+        let _idle = TcpStream::connect(addr).await.unwrap();
+        shutdown.cancel();
+        let stopped = tokio::time::timeout(Duration::from_secs(5), server).await;
+        assert!(matches!(stopped, Ok(Ok(Ok(())))), "{stopped:?}");
+    }
+}
