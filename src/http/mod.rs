@@ -60,7 +60,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 2048;
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// At most one log line per this much time about refused connections or accept errors: an
 /// attacker must not be able to fill the log.
-const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+const REPEATED_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The limits of one port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +92,7 @@ pub async fn serve(
 ) -> Result<(), String> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut refusals = RateLimitedLog::default();
+    let mut accept_errors = RateLimitedLog::default();
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -102,7 +103,8 @@ pub async fn serve(
             // The client gave up between connecting and our accept: nothing to do.
             Err(e) if is_connection_error(&e) => continue,
             Err(e) => {
-                refusals.note(|n| tracing::warn!("cannot accept connections ({n} times): {e}"));
+                accept_errors
+                    .note(|n| tracing::warn!("cannot accept connections ({n} times): {e}"));
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
@@ -226,7 +228,7 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
-/// Counts repeated events and lets a log line through at most every [`REFUSAL_LOG_EVERY`].
+/// Counts repeated events and lets a log line through at most every [`REPEATED_LOG_EVERY`].
 #[derive(Default)]
 struct RateLimitedLog {
     last: Option<Instant>,
@@ -236,7 +238,7 @@ struct RateLimitedLog {
 impl RateLimitedLog {
     fn note(&mut self, log: impl FnOnce(u64)) {
         self.since += 1;
-        if self.last.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_EVERY) {
+        if self.last.is_none_or(|t| t.elapsed() >= REPEATED_LOG_EVERY) {
             log(self.since);
             self.last = Some(Instant::now());
             self.since = 0;
