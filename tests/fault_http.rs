@@ -292,3 +292,48 @@ fn the_standalone_viewer_drops_half_sent_headers_and_logs_its_limit() {
     ));
     assert_eq!(get(&addr, "/health").status, 200);
 }
+
+#[tokio::test]
+async fn a_stop_signal_lets_running_answers_finish_and_refuses_new_connections() {
+    let mock = Mock::start(0, 100);
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&dir.path().join("data"), &mock.base_url, &[]);
+    let text = "tell me a long story about the sea and the wind and the boats";
+    let mut stream = http()
+        .post(format!("{}/api/apps/app1/completion", server.url))
+        .bearer_auth(KEY)
+        .header("X-DashScope-SSE", "enable")
+        .json(&serde_json::json!({"input": {"prompt": text, "session_id": "stop-1"}}))
+        .send()
+        .await
+        .unwrap();
+    let mut sse = String::from_utf8(stream.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &server.proc.pid().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    server.proc.wait_for_line("shutting down");
+    let refused_soon = (0..100).any(|_| {
+        let refused = std::net::TcpStream::connect(addr_of(&server.url)).is_err();
+        if !refused {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        refused
+    });
+    assert!(refused_soon, "no new connections after the signal");
+    while let Some(chunk) = stream.chunk().await.unwrap() {
+        sse.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert_eq!(
+        final_text(&sse),
+        format!("You said: {text}. I remember: {text}."),
+        "the running answer was finished"
+    );
+    assert_eq!(server.proc.wait_exit(), Some(0));
+    let rows = log_rows(&server.db(), "stop-1");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(!rows[1].2, "stored complete, not interrupted");
+}
