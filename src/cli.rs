@@ -208,6 +208,27 @@ pub struct ServeArgs {
     /// and its turn ends as interrupted.
     #[arg(long, value_name = "SECS", default_value_t = crate::agent::turns::DEFAULT_CLIENT_STALL_SECS)]
     pub client_stall_secs: u64,
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+/// Connection limits of each HTTP port (the API and the viewer, each on its own).
+#[derive(Debug, Args, Clone)]
+pub struct HttpArgs {
+    /// Seconds a client gets to send a request's headers, from connecting (or, on a kept-alive
+    /// connection, from the request's first byte); slower clients are disconnected.
+    #[arg(long, value_name = "SECS", default_value_t = crate::http::DEFAULT_HEADER_TIMEOUT_SECS)]
+    pub http_header_timeout_secs: u64,
+    /// Seconds a client gets to send a whole request body; past it the answer is 408.
+    #[arg(long, value_name = "SECS", default_value_t = crate::http::DEFAULT_BODY_TIMEOUT_SECS)]
+    pub http_body_timeout_secs: u64,
+    /// Seconds a kept-alive connection may wait for its next request before it is closed.
+    #[arg(long, value_name = "SECS", default_value_t = crate::http::DEFAULT_IDLE_TIMEOUT_SECS)]
+    pub http_idle_timeout_secs: u64,
+    /// Open connections per port; past it new connections are closed at once (the ones being
+    /// served go on).
+    #[arg(long, value_name = "N", default_value_t = crate::http::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -226,6 +247,8 @@ pub struct ViewerArgs {
     /// every conversation.
     #[arg(long)]
     pub open: bool,
+    #[command(flatten)]
+    pub http: HttpArgs,
 }
 
 #[derive(Debug, Args, Clone)]

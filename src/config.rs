@@ -13,7 +13,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::agent::turns::TurnLimits;
-use crate::cli::{BusyPolicy, GlobalArgs, GraphKind, MemoryScope, ServeArgs, ToolNode};
+use crate::cli::{BusyPolicy, GlobalArgs, GraphKind, HttpArgs, MemoryScope, ServeArgs, ToolNode};
+use crate::http::HttpLimits;
 use crate::store::export::{DEFAULT_BATCH_SIZE, ExportError, FollowOptions};
 use crate::tools::mcp::{self, McpServerConfig};
 
@@ -77,6 +78,8 @@ pub struct ServeConfig {
     pub agent: AgentConfig,
     /// `--turn-timeout-secs` and `--client-stall-secs`.
     pub turn_limits: TurnLimits,
+    /// Timeouts and the connection cap of each port.
+    pub http: HttpLimits,
 }
 
 /// How turns are answered: the graph, its models, tools and MCP servers. Set by flags, or by
@@ -300,6 +303,7 @@ impl Config {
             })?;
         let auth_keys = auth_keys_from_env();
         let agent = AgentConfig::resolve(args, &self)?;
+        let http = http_limits(&args.http)?;
         let serve = ServeConfig {
             agent,
             api_addr,
@@ -318,6 +322,7 @@ impl Config {
                 turn_timeout: Duration::from_secs(args.turn_timeout_secs),
                 client_stall: Duration::from_secs(args.client_stall_secs),
             },
+            http,
         };
         Ok((self, serve))
     }
@@ -340,6 +345,29 @@ pub fn auth_keys_from_env() -> Vec<Secret> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The connection limits of a port (`serve`'s two, or `lang-agent viewer`'s), checked.
+pub fn http_limits(args: &HttpArgs) -> Result<HttpLimits, ConfigError> {
+    let secs = |value: u64, flag: &str| {
+        if value == 0 {
+            Err(ConfigError(format!("--{flag} must be at least 1")))
+        } else {
+            Ok(Duration::from_secs(value))
+        }
+    };
+    // The cap is counted in a semaphore's permits; a million is beyond any box's descriptors.
+    if !(1..=1_000_000).contains(&args.max_connections) {
+        return Err(ConfigError(
+            "--max-connections must be between 1 and 1000000".into(),
+        ));
+    }
+    Ok(HttpLimits {
+        header_timeout: secs(args.http_header_timeout_secs, "http-header-timeout-secs")?,
+        body_timeout: secs(args.http_body_timeout_secs, "http-body-timeout-secs")?,
+        idle_timeout: secs(args.http_idle_timeout_secs, "http-idle-timeout-secs")?,
+        max_connections: args.max_connections,
+    })
 }
 
 pub fn socket_addr(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
@@ -523,6 +551,32 @@ mod tests {
             err.contains("ftp://h/v1?key=***") && !err.contains("hunter2"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn http_limits_default_and_refuse_zero() {
+        let http = serve_config(&[]).unwrap().http;
+        assert_eq!(http, HttpLimits::default());
+        assert_eq!(http.header_timeout, Duration::from_secs(10));
+        assert_eq!(http.body_timeout, Duration::from_secs(30));
+        assert_eq!(http.idle_timeout, Duration::from_secs(60));
+        assert_eq!(http.max_connections, 2048);
+        let set = serve_config(&["--http-idle-timeout-secs", "5", "--max-connections", "7"])
+            .unwrap()
+            .http;
+        assert_eq!(
+            (set.idle_timeout, set.max_connections),
+            (Duration::from_secs(5), 7)
+        );
+        for flag in [
+            "--http-header-timeout-secs",
+            "--http-body-timeout-secs",
+            "--http-idle-timeout-secs",
+            "--max-connections",
+        ] {
+            let err = serve_config(&[flag, "0"]).unwrap_err().to_string();
+            assert!(err.starts_with(flag), "{err}");
+        }
     }
 
     fn agent_config(

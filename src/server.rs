@@ -11,8 +11,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +20,7 @@ use crate::agent::turns::TurnRunner;
 use crate::api::auth::ApiKeys;
 use crate::api::{self, ApiSettings, AppState};
 use crate::config::{Config, ServeConfig, redact_url};
+use crate::http;
 use crate::llm::LlmClient;
 use crate::store::{Store, export};
 use crate::tools::local::LocalTools;
@@ -32,6 +31,8 @@ use crate::viewer;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub async fn serve(config: Config, serve: ServeConfig) -> Result<(), String> {
+    let ports = if serve.viewer_addr.is_some() { 2 } else { 1 };
+    http::raise_open_files_limit(ports * serve.http.max_connections);
     let db_path = config.sqlite_path();
     let store = Store::open_for_serve(&db_path)
         .map_err(|e| format!("cannot open the store {}: {e}", db_path.display()))?;
@@ -101,10 +102,10 @@ pub async fn serve(config: Config, serve: ServeConfig) -> Result<(), String> {
         tracing::info!(to = %options.target, "exporting the log to PostgreSQL as it grows");
         export::spawn_follower(store.clone(), options, shutdown.clone())
     });
-    let api_server = http_server(api_listener, api::router(state), &shutdown);
+    let api_server = http::serve(api_listener, api::router(state), serve.http, &shutdown);
     let viewer_server = async {
         match viewer {
-            Some((listener, _, app)) => http_server(listener, app, &shutdown).await,
+            Some((listener, _, app)) => http::serve(listener, app, serve.http, &shutdown).await,
             None => Ok(()),
         }
     };
@@ -129,22 +130,6 @@ pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), String>
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     Ok((listener, bound))
-}
-
-/// Serves `app` on `listener` until `shutdown`, then stops accepting and drains.
-pub async fn http_server(
-    listener: TcpListener,
-    app: Router,
-    shutdown: &CancellationToken,
-) -> Result<(), String> {
-    // Each request carries its client's address (`ConnectInfo`): the auth brake counts by it.
-    axum::serve(
-        listener.tap_io(no_delay),
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-    .await
-    .map_err(|e| format!("server stopped: {e}"))
 }
 
 /// The local tools and the configured MCP servers. Servers that are up connect before the box

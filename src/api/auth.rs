@@ -50,13 +50,13 @@ impl KeySource {
             ),
             KeySource::Generated => {
                 if let Some(key) = keys.first() {
-                    println!(
+                    crate::logging::console_line(format_args!(
                         "\nNo FAST_AUTH_KEYS set: generated an API key and kept it in {}\n\n    {}\n\n\
                          Give it to Xiaozhi as the AliBL api_key, to OpenAI clients, and use it to log in\n\
                          to the viewer. It is not shown again.\n",
                         file.display(),
                         key.expose()
-                    );
+                    ));
                 }
             }
             KeySource::Open => tracing::warn!(

@@ -1,29 +1,53 @@
 //! Reading a JSON request body into a typed request, with errors a client can act on.
 //!
 //! Handlers take the body as raw bytes (so axum's plain-text rejections never reach a client)
-//! and call [`parse_json`], which tells apart a body that is too large (413), empty, not UTF-8,
-//! not JSON, or JSON of the wrong shape (400), always as an [`ApiError`].
+//! and call [`parse_json`], which tells apart a body that is too large (413), late (408),
+//! empty, not UTF-8, not JSON, or JSON of the wrong shape (400), always as an [`ApiError`].
+//! [`limit_body`] enforces `--max-body-bytes` so that the client can read the 413.
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
 use axum::extract::rejection::BytesRejection;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, ErrorKind};
+use crate::http::{BodyError, LimitedBody};
+
+/// Middleware: a body over `max_bytes` fails to read, but only once its rest has been read
+/// (up to a bound, within the body deadline), so that a client that sends its whole body
+/// before reading (Python's `requests`) reads the 413 instead of a broken pipe. After a 413
+/// the connection is closed: what is left of the body, if any, is never read.
+pub async fn limit_body(max_bytes: usize, request: Request, next: Next) -> Response {
+    let request = request.map(|body| Body::new(LimitedBody::new(body, max_bytes)));
+    let mut response = next.run(request).await;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
 
 pub fn parse_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let bytes = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                ErrorKind::TooLarge,
-                "request body is larger than this server accepts",
-            )
-        } else {
-            ApiError::invalid(format!(
-                "request body could not be read: {}",
-                rejection.body_text()
-            ))
+    let bytes = body.map_err(|rejection| match BodyError::find(&rejection) {
+        Some(BodyError::TooLarge { limit }) => ApiError::new(
+            ErrorKind::TooLarge,
+            format!("request body is larger than this server accepts ({limit} bytes)"),
+        ),
+        Some(late @ BodyError::TimedOut(_)) => {
+            ApiError::new(ErrorKind::RequestTimeout, late.to_string())
         }
+        None if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            ErrorKind::TooLarge,
+            "request body is larger than this server accepts",
+        ),
+        None => ApiError::invalid(format!(
+            "request body could not be read: {}",
+            rejection.body_text()
+        )),
     })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::invalid(

@@ -11,6 +11,7 @@ mod dashscope;
 mod dashscope_sse;
 mod dialogue;
 pub mod error;
+mod framework_errors;
 mod openai;
 mod openai_sse;
 mod stream;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{StatusCode, Uri, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -69,8 +70,14 @@ pub fn router(state: AppState) -> Router {
         .merge(dashscope)
         .merge(openai)
         .route("/health", get(health))
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
+        .fallback(framework_errors::not_found)
+        // `limit_body` enforces --max-body-bytes (reading the rest before the 413).
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn({
+            let max_bytes = state.settings.max_body_bytes;
+            move |request: Request, next: Next| body::limit_body(max_bytes, request, next)
+        }))
+        .layer(middleware::from_fn(framework_errors::in_protocol_shape))
         .with_state(state)
 }
 
@@ -126,16 +133,4 @@ async fn health(State(state): State<AppState>) -> Response {
         .into();
     }
     (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
-}
-
-async fn not_found(uri: Uri) -> Response {
-    let error = ApiError::new(
-        ErrorKind::NotFound,
-        format!("no such endpoint: {}", uri.path()),
-    );
-    if uri.path().starts_with("/v1/chat") || uri.path().starts_with("/v1/models") {
-        error.into_openai()
-    } else {
-        error.into_dashscope(&uuid::Uuid::new_v4().to_string())
-    }
 }

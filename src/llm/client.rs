@@ -70,7 +70,10 @@ impl LlmClient {
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.read_timeout)
-            .pool_max_idle_per_host(256)
+            // Idle upstream connections are kept for reuse (a new one costs a handshake per
+            // turn), but each is a descriptor: a burst leaves at most 64 behind, for 30 s.
+            .pool_max_idle_per_host(64)
+            .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| LlmError::Invalid(format!("HTTP client: {e}")))?;
         Ok(LlmClient {

@@ -35,9 +35,9 @@ use axum::routing::{get, post};
 
 use crate::api::auth::ApiKeys;
 use crate::cli::ViewerArgs;
-use crate::config::{Config, auth_keys_from_env, socket_addr};
-use crate::server;
+use crate::config::{Config, auth_keys_from_env, http_limits, socket_addr};
 use crate::store::StoreError;
+use crate::{http, logging, server};
 
 pub use model::{ConversationSummary, ListFilter, ListPage, Message};
 pub use session::Access;
@@ -157,6 +157,7 @@ async fn security_headers(request: Request, next: Next) -> Response {
 
 /// `lang-agent viewer`: the viewer alone, over a SQLite file or a PostgreSQL URL.
 pub async fn run_standalone(config: &Config, args: &ViewerArgs) -> Result<(), String> {
+    let limits = http_limits(&args.http).map_err(|e| e.to_string())?;
     let source = match args.db.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
         Some(url) if Source::is_postgres_url(url) => Source::connect_postgres(url).await,
         Some(path) => Source::open_sqlite_file(std::path::Path::new(path)).await,
@@ -177,11 +178,12 @@ pub async fn run_standalone(config: &Config, args: &ViewerArgs) -> Result<(), St
         Access::login(keys)
     };
     let addr = socket_addr(&args.host, args.port).map_err(|e| e.to_string())?;
+    http::raise_open_files_limit(limits.max_connections);
     let (listener, bound) = server::bind(addr).await?;
     // Printed on stdout so scripts (and tests) started with --port 0 learn the port.
-    println!("viewer listening on http://{bound}");
+    logging::console_line(format_args!("viewer listening on http://{bound}"));
     let shutdown = server::stop_on_signal();
     source.keep_search_index(shutdown.clone());
     let app = router(source, access);
-    server::run_with_grace(server::http_server(listener, app, &shutdown), &shutdown).await
+    server::run_with_grace(http::serve(listener, app, limits, &shutdown), &shutdown).await
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test file uses its own part
 
 pub mod export;
+pub mod raw_http;
 pub mod viewer;
 
 use std::io::{BufRead, BufReader};
@@ -205,6 +206,15 @@ impl Server {
         // Run where no stray .env can change the settings.
         command.current_dir(data_dir.parent().unwrap_or(data_dir));
         command
+    }
+
+    /// The viewer's base URL, when it was started with a `--viewer-port`.
+    pub fn viewer_url(&self) -> Option<String> {
+        let line = self.proc.wait_for_line("lang-agent ready");
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("viewer="))
+            .filter(|v| *v != "off")
+            .map(|v| format!("http://{v}"))
     }
 
     pub fn db(&self) -> rusqlite::Connection {
