@@ -11,7 +11,7 @@ mod common;
 use std::time::Instant;
 
 use common::export::{TestDb, TestStore, count};
-use lang_agent::store::export::{
+use lang_agent::export::{
     DEFAULT_BATCH_SIZE, ExportOptions, PgTarget, export_once, write_sql_file,
 };
 

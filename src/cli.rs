@@ -83,11 +83,11 @@ pub struct ExportArgs {
     #[arg(long, default_value_t = 2)]
     pub interval_secs: u64,
     /// Messages per PostgreSQL transaction.
-    #[arg(long, default_value_t = crate::store::export::DEFAULT_BATCH_SIZE)]
+    #[arg(long, default_value_t = crate::export::DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
     /// Seconds PostgreSQL may take to connect or to take one batch before the connection is
     /// dropped as stalled (and, with --follow, made again). [default: 30]
-    #[arg(long, hide = true, value_name = "SECS", default_value_t = crate::store::export::DEFAULT_STALL_TIMEOUT_SECS)]
+    #[arg(long, hide = true, value_name = "SECS", default_value_t = crate::export::DEFAULT_STALL_TIMEOUT_SECS)]
     pub stall_timeout_secs: u64,
 }
 

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use crate::agent::turns::TurnLimits;
 use crate::cli::{BusyPolicy, GlobalArgs, GraphKind, HttpArgs, MemoryScope, ServeArgs, ToolNode};
 use crate::http::HttpLimits;
-use crate::store::export::{DEFAULT_BATCH_SIZE, ExportError, FollowOptions};
+use crate::export::{DEFAULT_BATCH_SIZE, ExportError, FollowOptions};
 use crate::tools::mcp::{self, McpServerConfig};
 
 /// DashScope's OpenAI-compatible endpoint: the original system's default upstream.
@@ -71,7 +71,7 @@ pub struct ServeConfig {
     pub auth_keys: Vec<Secret>,
     pub no_auth: bool,
     /// `--export-to`: copy the log to PostgreSQL while serving
-    /// (`crate::store::export::spawn_follower`).
+    /// (`crate::export::spawn_follower`).
     pub export: Option<FollowOptions>,
     /// `--viewer-open`: the viewer without login (trusted LAN only).
     pub viewer_open: bool,

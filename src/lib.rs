@@ -3,13 +3,16 @@
 
 pub mod agent;
 pub mod api;
+pub mod auth;
 pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod export;
 pub mod http;
 pub mod llm;
 pub mod logging;
 pub mod mock_llm;
-pub mod server;
+pub mod pg;
 pub mod sse_events;
 pub mod store;
 pub mod tools;

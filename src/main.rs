@@ -38,10 +38,10 @@ fn run(cli: Cli) -> Result<(), String> {
         match cli.command {
             Command::Serve(args) => {
                 let (config, serve) = config.for_serve(&args).map_err(|e| e.to_string())?;
-                lang_agent::server::serve(config, serve).await
+                lang_agent::commands::serve::serve(config, serve).await
             }
             Command::MockLlm(args) => lang_agent::mock_llm::run(args).await,
-            Command::Export(args) => lang_agent::store::export::run_command(&config, &args)
+            Command::Export(args) => lang_agent::commands::export::run_command(&config, &args)
                 .await
                 .map_err(|e| e.to_string()),
             Command::Viewer(args) => lang_agent::viewer::run_standalone(&config, &args).await,

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::export::*;
-use lang_agent::store::export::{
+use lang_agent::export::{
     ExportOptions, FollowOptions, MESSAGES_DDL, PgTarget, export_once, spawn_follower,
     write_sql_file,
 };

@@ -5,7 +5,6 @@
 //! protocol's error shape; `/health` is open so a supervisor can probe the box, and tells the
 //! truth about the store: a write that failed or a data disk nearly full is a 503.
 
-pub mod auth;
 mod body;
 mod dashscope;
 mod dashscope_sse;
@@ -15,7 +14,6 @@ mod framework_errors;
 mod openai;
 mod openai_sse;
 mod stream;
-pub mod throttle;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,9 +26,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use self::auth::ApiKeys;
 use self::error::{ApiError, ErrorKind};
 use crate::agent::turns::TurnRunner;
+use crate::auth::{ApiKeys, throttle};
 use crate::cli::MemoryScope;
 
 /// Settings the handlers read.

@@ -122,7 +122,7 @@ pub async fn serve(
             });
             continue;
         };
-        crate::server::no_delay(&mut stream);
+        crate::commands::serve::no_delay(&mut stream);
         tokio::spawn(serve_connection(
             stream,
             peer,

@@ -53,7 +53,7 @@ pub async fn run(args: MockLlmArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("mock-llm listening on http://{addr}/v1");
-    axum::serve(listener.tap_io(crate::server::no_delay), router(mock))
+    axum::serve(listener.tap_io(crate::commands::serve::no_delay), router(mock))
         .await
         .map_err(|e| format!("mock-llm stopped: {e}"))
 }

@@ -9,13 +9,12 @@
 //! closes turns a previous run left `running`.
 
 mod delete;
-pub mod export;
 mod files;
 mod health;
 mod log;
 mod schema;
 mod search_index;
-mod turns;
+mod turn_rows;
 mod writer;
 
 use std::path::Path;
@@ -30,7 +29,7 @@ use writer::Writer;
 
 pub use health::{MIN_FREE_DISK_BYTES, StoreHealth};
 pub use log::{MessageKind, NewMessage, StoredMessage};
-pub use turns::{TurnOutcome, TurnStatus};
+pub use turn_rows::{TurnOutcome, TurnStatus};
 
 /// What went wrong talking to the database.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +109,7 @@ impl Store {
         configure(&mut writer)?;
         schema::migrations().to_latest(&mut writer)?;
         if serving {
-            let closed = turns::close_abandoned(&writer)?;
+            let closed = turn_rows::close_abandoned(&writer)?;
             if closed > 0 {
                 tracing::warn!(
                     "closed {closed} turns left running by the previous run as interrupted"

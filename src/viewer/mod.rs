@@ -17,11 +17,11 @@ mod changes;
 mod live;
 mod model;
 mod pages;
-mod postgres;
+mod pg_source;
 mod render;
 mod session;
 mod source;
-mod sqlite;
+mod sqlite_source;
 mod watch;
 
 use std::sync::Arc;
@@ -33,11 +33,12 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 
-use crate::api::auth::ApiKeys;
+use crate::auth::ApiKeys;
 use crate::cli::ViewerArgs;
 use crate::config::{Config, auth_keys_from_env, http_limits, socket_addr};
 use crate::store::StoreError;
-use crate::{http, logging, server};
+use crate::commands::serve as server;
+use crate::{http, logging};
 
 pub use model::{ConversationSummary, ListFilter, ListPage, Message};
 pub use session::Access;

@@ -8,7 +8,7 @@
 //! that every state-changing form must echo. API clients may instead send
 //! `Authorization: Bearer <key>`. [`Access::open`] skips all of this for a trusted LAN.
 //! Wrong keys, at the login form or as a Bearer key, count against the client's address in
-//! the keys' brake ([`crate::api::throttle`]): after too many, 429 with `Retry-After`.
+//! the keys' brake ([`crate::auth::throttle`]): after too many, 429 with `Retry-After`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -25,8 +25,8 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::ViewerState;
-use crate::api::auth::{ApiKeys, bearer_token};
-use crate::api::throttle::{self, ClientIp, Refusal};
+use crate::auth::throttle::{self, ClientIp, Refusal};
+use crate::auth::{ApiKeys, bearer_token};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "lang_agent_viewer";

@@ -13,9 +13,10 @@ use tokio::sync::broadcast;
 use super::ViewerError;
 use super::changes::KnownCounts;
 use super::model::{ListFilter, ListPage, Message};
-use super::postgres::{self, PgSource};
-use super::{sqlite, watch};
-use crate::store::export::PgTarget;
+use super::pg_source::{self, PgSource};
+use super::sqlite_source as sqlite;
+use super::watch;
+use crate::pg::PgTarget;
 use crate::store::{Store, StoreEvent};
 
 /// The conversation log the viewer shows; cheap to clone.
@@ -83,7 +84,7 @@ impl Source {
         let target = PgTarget::parse(url).map_err(|e| ViewerError::Setup(e.to_string()))?;
         let pg = PgSource::connect(&target).await?;
         let (events, _) = broadcast::channel(1024);
-        postgres::spawn_listener(target, pg.clone(), events.clone());
+        pg_source::spawn_listener(target, pg.clone(), events.clone());
         Ok(Source {
             backend: Backend::Postgres(pg),
             live: Live::Watched(events, None),

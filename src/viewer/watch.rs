@@ -18,7 +18,7 @@ use tokio::sync::{Notify, broadcast};
 use super::ViewerError;
 use super::changes::{Coverage, KnownCounts};
 use super::model::{parse_timestamp, timestamp_text};
-use super::sqlite;
+use super::sqlite_source as sqlite;
 use crate::store::{Store, StoreEvent};
 
 /// Writes that arrive within this window are read together (one turn logs several messages).

@@ -7,7 +7,7 @@ use std::process::Command;
 use super::{Proc, bin};
 use std::time::Duration;
 
-use lang_agent::api::auth::ApiKeys;
+use lang_agent::auth::ApiKeys;
 use lang_agent::config::Secret;
 use lang_agent::store::{MessageKind, NewMessage, Store};
 use lang_agent::viewer::{Access, Source, router};

@@ -5,7 +5,7 @@
 //! the server is running. A missing store is an error rather than a fresh empty database:
 //! exporting a mistyped `--data-dir` must not quietly succeed with nothing.
 
-use super::{
+use crate::export::{
     ExportError, ExportOptions, FollowOptions, PgTarget, export_once, follow, write_sql_file,
 };
 use crate::cli::{ExportArgs, ExportDestination};
@@ -49,7 +49,7 @@ pub async fn run_command(config: &Config, args: &ExportArgs) -> Result<(), Expor
             export: options,
             interval: std::time::Duration::from_secs(args.interval_secs.max(1)),
         };
-        let shutdown = crate::server::stop_on_signal();
+        let shutdown = crate::commands::serve::stop_on_signal();
         let rows = follow(store, follow_options, shutdown).await?;
         println!("exported {rows} messages; stopped");
         return Ok(());

@@ -8,14 +8,12 @@
 //! copy loop; the PostgreSQL and SQLite sides, the `--sql` file, `--follow` and the progress
 //! display each have their own file.
 
-mod command;
 mod error;
 mod follow;
-mod postgres;
+mod pg_writer;
 mod progress;
-mod source;
+mod sqlite_batches;
 mod sql_file;
-mod target;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -26,15 +24,14 @@ use tokio_util::sync::DropGuard;
 use crate::store::Store;
 
 pub use crate::config::redact_url;
-pub use command::run_command;
 pub use error::ExportError;
 pub use follow::{FollowOptions, follow, spawn_follower};
-pub use postgres::{MESSAGES_DDL, NOTIFY_CHANNEL, STATE_DDL, notify_payload};
+pub use pg_writer::{MESSAGES_DDL, NOTIFY_CHANNEL, STATE_DDL, notify_payload};
 pub use progress::Progress;
 pub use sql_file::write_sql_file;
-pub use target::{APPLICATION_NAME, PgTarget};
+pub use crate::pg::{APPLICATION_NAME, PgTarget};
 
-use postgres::BatchOutcome;
+use pg_writer::BatchOutcome;
 
 /// Messages per transaction unless `--batch-size` says otherwise: large enough that COPY
 /// dominates the per-transaction round trips, small enough to commit every fraction of a second.
@@ -135,14 +132,14 @@ impl Exporter {
         target: &PgTarget,
         options: &ExportOptions,
     ) -> Result<Exporter, ExportError> {
-        let source_id = source::source_id(store).await?;
+        let source_id = sqlite_batches::source_id(store).await?;
         let limit = options.stall_timeout;
         let (client, connection, last_id) = within(limit, "connecting", async {
             let (mut client, connection) = target.connect().await?;
-            postgres::set_session_timeouts(&client, limit).await?;
-            postgres::prepare_schema(&mut client).await?;
+            pg_writer::set_session_timeouts(&client, limit).await?;
+            pg_writer::prepare_schema(&mut client).await?;
             let last_id =
-                postgres::start_progress(&client, &source_id, options.box_id.as_ref()).await?;
+                pg_writer::start_progress(&client, &source_id, options.box_id.as_ref()).await?;
             Ok((client, connection, last_id))
         })
         .await?;
@@ -163,7 +160,7 @@ impl Exporter {
 
     /// Messages stored but not exported yet.
     pub async fn pending(&self) -> Result<u64, ExportError> {
-        source::count_after(&self.store, self.last_id).await
+        sqlite_batches::count_after(&self.store, self.last_id).await
     }
 
     /// Copies every message stored so far, batch by batch; `progress` hears of each commit.
@@ -186,7 +183,7 @@ impl Exporter {
             let outcome = within(
                 self.options.stall_timeout,
                 "writing a batch",
-                postgres::write_batch(
+                pg_writer::write_batch(
                     &mut self.client,
                     &self.source_id,
                     self.options.box_id.as_ref(),
@@ -226,11 +223,11 @@ impl Exporter {
     fn spawn_read(
         &self,
         after_id: i64,
-    ) -> tokio::task::JoinHandle<Result<Vec<source::ExportRow>, ExportError>> {
+    ) -> tokio::task::JoinHandle<Result<Vec<sqlite_batches::ExportRow>, ExportError>> {
         let store = self.store.clone();
         let limit = self.options.batch_size;
         let box_id = self.options.box_id.clone();
-        tokio::spawn(async move { source::read_batch(&store, after_id, limit, box_id).await })
+        tokio::spawn(async move { sqlite_batches::read_batch(&store, after_id, limit, box_id).await })
     }
 }
 
@@ -249,8 +246,8 @@ async fn within<T>(
 }
 
 async fn join_read(
-    handle: tokio::task::JoinHandle<Result<Vec<source::ExportRow>, ExportError>>,
-) -> Result<Vec<source::ExportRow>, ExportError> {
+    handle: tokio::task::JoinHandle<Result<Vec<sqlite_batches::ExportRow>, ExportError>>,
+) -> Result<Vec<sqlite_batches::ExportRow>, ExportError> {
     handle
         .await
         .map_err(|e| ExportError::Store(crate::store::StoreError::Task(e.to_string())))?

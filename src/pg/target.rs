@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio_postgres::{Client, NoTls};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::ExportError;
+use crate::export::ExportError;
 use crate::config::redact_url;
 
 /// Shown in `pg_stat_activity`, so an operator (or a test) can find the exporter's session.

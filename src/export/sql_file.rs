@@ -10,8 +10,8 @@
 use std::io::Write;
 use std::path::Path;
 
-use super::postgres::{MESSAGES_DDL, NOTIFY_CHANNEL, STATE_DDL};
-use super::source::{self, ExportRow};
+use super::pg_writer::{MESSAGES_DDL, NOTIFY_CHANNEL, STATE_DDL};
+use super::sqlite_batches::{self, ExportRow};
 use super::{ExportError, ExportOptions, ExportSummary, Progress};
 use crate::store::Store;
 
@@ -28,7 +28,7 @@ pub async fn write_sql_file(
         path: path.display().to_string(),
         source,
     };
-    let source_id = source::source_id(store).await?;
+    let source_id = sqlite_batches::source_id(store).await?;
     let box_key = options.box_id.as_ref().map(|b| b.as_str()).unwrap_or("");
     let mut partial = path.as_os_str().to_owned();
     partial.push(".partial");
@@ -38,7 +38,7 @@ pub async fn write_sql_file(
         std::fs::File::create(&partial).map_err(file_error)?,
     );
     let mut progress = if show_progress {
-        Progress::new(source::count_after(store, 0).await?)
+        Progress::new(sqlite_batches::count_after(store, 0).await?)
     } else {
         Progress::hidden()
     };
@@ -50,7 +50,7 @@ pub async fn write_sql_file(
     let mut line = String::new();
     loop {
         let batch =
-            source::read_batch(store, last_id, options.batch_size, options.box_id.clone()).await?;
+            sqlite_batches::read_batch(store, last_id, options.batch_size, options.box_id.clone()).await?;
         let Some(last) = batch.last() else { break };
         last_id = last.source_id;
         for row in &batch {

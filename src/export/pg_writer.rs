@@ -16,7 +16,7 @@ use tokio_postgres::Client;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 
-use super::source::ExportRow;
+use super::sqlite_batches::ExportRow;
 use super::{BoxId, ExportError};
 
 /// The documented table and index, exactly.
