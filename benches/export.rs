@@ -11,9 +11,8 @@ mod common;
 use std::time::Instant;
 
 use common::export::{TestDb, TestStore, count};
-use lang_agent::export::{
-    DEFAULT_BATCH_SIZE, ExportOptions, PgTarget, export_once, write_sql_file,
-};
+use lang_agent::export::{DEFAULT_BATCH_SIZE, ExportOptions, export_once, write_sql_file};
+use lang_agent::pg::PgTarget;
 
 /// Messages per conversation in the generated log: a long voice session.
 const PER_CONVERSATION: usize = 100;

@@ -4,10 +4,34 @@
 //! here and accepted by every subcommand in the same way, so scripts can put them anywhere on
 //! the line. Parsing only: turning these into a validated [`crate::config::Config`] happens in
 //! `config.rs`, the one place that knows defaults from the environment.
+//!
+//! Only `main.rs`, `config.rs` and the commands read this file. The choices a flag offers are
+//! the domains' own types (`GraphKind`, `BusyPolicy`, …) and every default is the domain's
+//! constant, so nothing here is written twice.
 
+use std::fmt::Display;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::agent::graph::{GraphKind, ToolNode};
+use crate::agent::router::{DEFAULT_ROUTER_MODEL, DEFAULT_ROUTER_TIMEOUT_MS};
+use crate::agent::tool_loop::DEFAULT_MAX_TOOL_STEPS;
+use crate::agent::turns::{
+    BusyPolicy, DEFAULT_CLIENT_STALL_SECS, DEFAULT_TURN_TIMEOUT_SECS, MemoryScope,
+};
+use crate::export::{DEFAULT_BATCH_SIZE, DEFAULT_FOLLOW_INTERVAL_SECS, DEFAULT_STALL_TIMEOUT_SECS};
+use crate::http::{
+    DEFAULT_BODY_TIMEOUT_SECS, DEFAULT_HEADER_TIMEOUT_SECS, DEFAULT_IDLE_TIMEOUT_SECS,
+    DEFAULT_LISTEN_HOST, DEFAULT_MAX_CONNECTIONS,
+};
+use crate::llm::{
+    DEFAULT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT_SECS, DEFAULT_MAX_ANSWER_BYTES,
+    DEFAULT_READ_TIMEOUT_SECS,
+};
+use crate::tools::DEFAULT_TOOL_TIMEOUT_SECS;
+use crate::tools::mcp::MCP_CONFIG_FILE;
+use crate::viewer::DEFAULT_PORT as DEFAULT_VIEWER_PORT;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -80,14 +104,14 @@ pub struct ExportArgs {
     #[arg(long, conflicts_with = "sql")]
     pub follow: bool,
     /// With --follow: seconds between looks for new messages.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = DEFAULT_FOLLOW_INTERVAL_SECS)]
     pub interval_secs: u64,
     /// Messages per PostgreSQL transaction.
-    #[arg(long, default_value_t = crate::export::DEFAULT_BATCH_SIZE)]
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
     /// Seconds PostgreSQL may take to connect or to take one batch before the connection is
-    /// dropped as stalled (and, with --follow, made again). [default: 30]
-    #[arg(long, hide = true, value_name = "SECS", default_value_t = crate::export::DEFAULT_STALL_TIMEOUT_SECS)]
+    /// dropped as stalled (and, with --follow, made again).
+    #[arg(long, hide = true, value_name = "SECS", default_value_t = DEFAULT_STALL_TIMEOUT_SECS)]
     pub stall_timeout_secs: u64,
 }
 
@@ -117,21 +141,21 @@ impl ExportArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct ServeArgs {
-    #[arg(long, default_value = "0.0.0.0")]
+    #[arg(long, default_value = DEFAULT_LISTEN_HOST)]
     pub host: String,
     #[arg(long, default_value_t = 8588)]
     pub port: u16,
     /// Conversation viewer port; 0 turns the viewer off.
-    #[arg(long, default_value_t = 8590)]
+    #[arg(long, default_value_t = DEFAULT_VIEWER_PORT)]
     pub viewer_port: u16,
     /// Produce the whole answer first, then stream it as one event (debugging).
     #[arg(long)]
     pub fake_stream: bool,
     /// What names a DashScope thread: the session id, or the app id (memory survives reconnects).
-    #[arg(long, value_enum, default_value_t = MemoryScope::Session)]
+    #[arg(long, value_enum, default_value_t = MemoryScope::default())]
     pub memory_scope: MemoryScope,
     /// A new turn on a thread whose previous turn still runs: interrupt it (barge-in) or wait.
-    #[arg(long, value_enum, default_value_t = BusyPolicy::Interrupt)]
+    #[arg(long, value_enum, default_value_t = BusyPolicy::default())]
     pub on_busy: BusyPolicy,
     /// At most this many stored messages of a thread are sent to the model.
     #[arg(long, default_value_t = 40)]
@@ -151,21 +175,21 @@ pub struct ServeArgs {
     #[arg(long)]
     pub viewer_open: bool,
     /// Upstream connect timeout, seconds.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = DEFAULT_CONNECT_TIMEOUT_SECS)]
     pub llm_connect_timeout_secs: u64,
     /// Upstream read timeout (longest silence between bytes), seconds.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = DEFAULT_READ_TIMEOUT_SECS)]
     pub llm_read_timeout_secs: u64,
     /// Attempts per upstream call when it fails before the first token (connect error, 429, 5xx).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = DEFAULT_ATTEMPTS)]
     pub llm_attempts: u32,
     /// Longest model answer, in bytes (text plus tool calls). Past it the model call is
     /// stopped and the answer so far is the answer, with finish reason `length`.
-    #[arg(long, value_name = "BYTES", default_value_t = crate::llm::DEFAULT_MAX_ANSWER_BYTES)]
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_ANSWER_BYTES)]
     pub max_answer_bytes: usize,
     /// How long the route graph waits for the router's decision, milliseconds; past it the
     /// turn goes on as chat (the chat model is already answering).
-    #[arg(long, value_name = "MS", default_value_t = crate::agent::router::DEFAULT_ROUTER_TIMEOUT_MS)]
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_ROUTER_TIMEOUT_MS)]
     pub router_timeout_ms: u64,
     /// Export the conversation log to this PostgreSQL URL while serving (as `export --follow`).
     #[arg(long, value_name = "URL")]
@@ -174,39 +198,53 @@ pub struct ServeArgs {
     #[arg(long, value_name = "NAME", requires = "export_to")]
     pub export_box_id: Option<String>,
     /// With --export-to: seconds between looks for new messages.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = DEFAULT_FOLLOW_INTERVAL_SECS)]
     pub export_interval_secs: u64,
-    /// How turns are answered: `route` (a router picks the chat model or the tool model) or
-    /// `react` (one model with every tool). [default: route]
-    #[arg(long, value_enum)]
+    // The next flags are `Option`s: `agent.json` may set them, and a flag only wins when given.
+    // So clap cannot show their defaults itself; `with_default` adds them to the help, which
+    // is written there (a doc comment would be a second copy clap ignores).
+    #[arg(long, value_enum, help = with_default(
+        "How turns are answered: `route` (a router picks the chat model or the tool model) or \
+         `react` (one model with every tool).",
+        value_name(GraphKind::default()),
+    ))]
     pub graph: Option<GraphKind>,
-    /// The fast model that routes turns (and speaks chatty filler). [default: qwen-flash]
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", help = with_default(
+        "The fast model that routes turns (and speaks chatty filler).",
+        DEFAULT_ROUTER_MODEL,
+    ))]
     pub router_llm_name: Option<String>,
     /// The model of the route graph's tool branch. [default: the --llm-name]
     #[arg(long, value_name = "NAME")]
     pub tool_llm_name: Option<String>,
-    /// The route graph's tool branch: `tool`, or `chatty` (spoken filler while tools work,
-    /// streaming only). [default: tool]
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, help = with_default(
+        "The route graph's tool branch: `tool`, or `chatty` (spoken filler while tools work, \
+         streaming only).",
+        value_name(ToolNode::default()),
+    ))]
     pub tool_node: Option<ToolNode>,
-    /// Rounds of tool calls in one turn before the model must answer. [default: 6]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", help = with_default(
+        "Rounds of tool calls in one turn before the model must answer.",
+        DEFAULT_MAX_TOOL_STEPS,
+    ))]
     pub max_tool_steps: Option<usize>,
-    /// Time limit of one tool call, seconds (an MCP server's `timeout` overrides it).
-    /// [default: 20]
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", help = with_default(
+        "Time limit of one tool call, seconds (an MCP server's `timeout` overrides it).",
+        DEFAULT_TOOL_TIMEOUT_SECS,
+    ))]
     pub tool_timeout_secs: Option<u64>,
-    /// MCP servers file; a missing file means none. [default: <config-dir>/mcp_config.json]
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help = with_default(
+        "MCP servers file; a missing file means none.",
+        format!("<config-dir>/{MCP_CONFIG_FILE}"),
+    ))]
     pub mcp_config: Option<PathBuf>,
     /// The longest a turn may take (router, tools and model calls together), seconds; past it
     /// the turn stops, keeps its partial answer and the client gets a timeout error.
-    #[arg(long, value_name = "SECS", default_value_t = crate::agent::turns::DEFAULT_TURN_TIMEOUT_SECS)]
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TURN_TIMEOUT_SECS)]
     pub turn_timeout_secs: u64,
     /// A streaming client that takes nothing of the answer for this many seconds is dropped
     /// and its turn ends as interrupted.
-    #[arg(long, value_name = "SECS", default_value_t = crate::agent::turns::DEFAULT_CLIENT_STALL_SECS)]
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_CLIENT_STALL_SECS)]
     pub client_stall_secs: u64,
     #[command(flatten)]
     pub http: HttpArgs,
@@ -217,17 +255,17 @@ pub struct ServeArgs {
 pub struct HttpArgs {
     /// Seconds a client gets to send a request's headers, from connecting (or, on a kept-alive
     /// connection, from the request's first byte); slower clients are disconnected.
-    #[arg(long, value_name = "SECS", default_value_t = crate::http::DEFAULT_HEADER_TIMEOUT_SECS)]
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_HEADER_TIMEOUT_SECS)]
     pub http_header_timeout_secs: u64,
     /// Seconds a client gets to send a whole request body; past it the answer is 408.
-    #[arg(long, value_name = "SECS", default_value_t = crate::http::DEFAULT_BODY_TIMEOUT_SECS)]
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_BODY_TIMEOUT_SECS)]
     pub http_body_timeout_secs: u64,
     /// Seconds a kept-alive connection may wait for its next request before it is closed.
-    #[arg(long, value_name = "SECS", default_value_t = crate::http::DEFAULT_IDLE_TIMEOUT_SECS)]
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_IDLE_TIMEOUT_SECS)]
     pub http_idle_timeout_secs: u64,
     /// Open connections per port; past it new connections are closed at once (the ones being
     /// served go on).
-    #[arg(long, value_name = "N", default_value_t = crate::http::DEFAULT_MAX_CONNECTIONS)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
 }
 
@@ -238,10 +276,10 @@ pub struct ViewerArgs {
     // `--help` must not print the environment's value: it holds a password.
     #[arg(long, env = "CONN_STR", hide_env_values = true)]
     pub db: Option<String>,
-    #[arg(long, default_value = "0.0.0.0")]
+    #[arg(long, default_value = DEFAULT_LISTEN_HOST)]
     pub host: String,
     /// 0 picks a free port; the address is printed either way.
-    #[arg(long, default_value_t = 8590)]
+    #[arg(long, default_value_t = DEFAULT_VIEWER_PORT)]
     pub port: u16,
     /// No login. Only for a trusted LAN: anyone who can reach the port reads (and can delete)
     /// every conversation.
@@ -266,32 +304,17 @@ pub struct MockLlmArgs {
     pub chunk_delay_ms: u64,
 }
 
-/// The agent graph (`--graph`, or `graph` in `agent.json`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GraphKind {
-    Route,
-    React,
+/// `text` with the `[default: …]` note clap gives flags whose default it applies itself.
+fn with_default(text: &str, default: impl Display) -> String {
+    format!("{text} [default: {default}]")
 }
 
-/// The route graph's tool branch (`--tool-node`, or `tool_node` in `agent.json`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ToolNode {
-    Tool,
-    Chatty,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum MemoryScope {
-    Session,
-    App,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BusyPolicy {
-    Interrupt,
-    Wait,
+/// How a choice is written on the command line (`route`, `chatty`).
+fn value_name(choice: impl ValueEnum) -> String {
+    choice
+        .to_possible_value()
+        .map(|value| value.get_name().to_string())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

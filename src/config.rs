@@ -4,58 +4,39 @@
 //! starts, so that a bad setting stops the start with a one-line reason instead of failing
 //! on the first request. Secrets are wrapped in [`Secret`] so they cannot reach a log line by
 //! way of `Debug`.
+//!
+//! Config sits with the commands at the top of the module graph: it reads `cli.rs` and fills
+//! the domains' own settings types (`AgentConfig`, `LlmConfig`, `TurnLimits`, `HttpLimits`),
+//! taking their defaults from the domains' constants. It does not reach into what it
+//! configures: the export target and the MCP servers file are kept as given (plain values)
+//! and turned into export's and the tools' own types by `commands/serve.rs`, with the
+//! domains' own checks, before anything starts.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::agent::turns::TurnLimits;
-use crate::cli::{BusyPolicy, GlobalArgs, GraphKind, HttpArgs, MemoryScope, ServeArgs, ToolNode};
+use crate::agent::graph::{AgentConfig, GraphKind, ToolNode};
+use crate::agent::router::DEFAULT_ROUTER_MODEL;
+use crate::agent::tool_loop::DEFAULT_MAX_TOOL_STEPS;
+use crate::agent::turns::{BusyPolicy, MemoryScope, TurnLimits};
+use crate::cli::{GlobalArgs, HttpArgs, ServeArgs};
 use crate::http::HttpLimits;
-use crate::export::{DEFAULT_BATCH_SIZE, ExportError, FollowOptions};
-use crate::tools::mcp::{self, McpServerConfig};
+use crate::llm::{
+    DEFAULT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT_SECS, DEFAULT_MAX_ANSWER_BYTES,
+    DEFAULT_READ_TIMEOUT_SECS, LlmConfig,
+};
+use crate::redact::{Secret, redact_url};
+use crate::tools::DEFAULT_TOOL_TIMEOUT_SECS;
+use crate::tools::mcp::MCP_CONFIG_FILE;
 
 /// DashScope's OpenAI-compatible endpoint: the original system's default upstream.
 pub const DEFAULT_BASE_URL: &str = "https://dashscope.aliyuncs.com/compatible-mode/v1";
 
 /// The smallest `--max-answer-bytes`: room for a sentence and a tool call's arguments.
 const MIN_MAX_ANSWER_BYTES: usize = 1024;
-
-/// A value that must never be printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// Settings of the upstream OpenAI-compatible model server.
-#[derive(Debug, Clone)]
-pub struct LlmConfig {
-    /// Base URL ending before `/chat/completions`.
-    pub base_url: String,
-    pub api_key: Option<Secret>,
-    pub model: String,
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
-    pub attempts: u32,
-    /// `--max-answer-bytes`: text plus tool calls of one model answer.
-    pub max_answer_bytes: usize,
-}
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -72,7 +53,7 @@ pub struct ServeConfig {
     pub no_auth: bool,
     /// `--export-to`: copy the log to PostgreSQL while serving
     /// (`crate::export::spawn_follower`).
-    pub export: Option<FollowOptions>,
+    pub export: Option<ExportSettings>,
     /// `--viewer-open`: the viewer without login (trusted LAN only).
     pub viewer_open: bool,
     pub agent: AgentConfig,
@@ -82,23 +63,21 @@ pub struct ServeConfig {
     pub http: HttpLimits,
 }
 
-/// How turns are answered: the graph, its models, tools and MCP servers. Set by flags, or by
-/// `<config-dir>/agent.json` (same names with `_`, comments allowed); flags win.
+/// `--export-to` and its companions as given. `serve` checks them into export's
+/// `FollowOptions` (the URL and the box id, each with export's own rules) before it starts
+/// anything, so a bad one still stops the start with one line.
 #[derive(Debug, Clone)]
-pub struct AgentConfig {
-    pub graph: GraphKind,
-    pub router_model: String,
-    /// `--router-timeout-ms`: how long the route graph waits for the router's decision.
-    pub router_timeout: Duration,
-    pub tool_model: String,
-    pub tool_node: ToolNode,
-    pub max_tool_steps: usize,
-    pub tool_timeout: Duration,
-    pub mcp_config: PathBuf,
-    pub mcp_servers: Vec<McpServerConfig>,
+pub struct ExportSettings {
+    /// The PostgreSQL URL; it usually holds a password.
+    pub url: Secret,
+    /// `--export-box-id`.
+    pub box_id: Option<String>,
+    /// `--export-interval-secs` (at least a second).
+    pub interval: Duration,
 }
 
-/// `agent.json`: the agent settings an operator keeps in the config directory.
+/// `agent.json`: the agent settings an operator keeps in the config directory (same names as
+/// the flags, with `_`; comments allowed); flags win over it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AgentFile {
@@ -125,64 +104,62 @@ impl AgentFile {
     }
 }
 
-impl AgentConfig {
-    /// Flags first, then `agent.json`, then the defaults; checks the values and reads the MCP
-    /// servers file.
-    fn resolve(args: &ServeArgs, config: &Config) -> Result<AgentConfig, ConfigError> {
-        let file = AgentFile::load(&config.config_dir)?;
-        let name = |flag: &Option<String>, from_file: Option<String>, default: &str, what: &str| {
-            let value = flag
-                .clone()
-                .or(from_file)
-                .unwrap_or_else(|| default.to_string());
-            if value.trim().is_empty() {
-                Err(ConfigError(format!("--{what} must not be empty")))
-            } else {
-                Ok(value)
-            }
-        };
-        let max_tool_steps = args.max_tool_steps.or(file.max_tool_steps).unwrap_or(6);
-        if max_tool_steps == 0 {
-            return Err(ConfigError("--max-tool-steps must be at least 1".into()));
-        }
-        let tool_timeout_secs = args
-            .tool_timeout_secs
-            .or(file.tool_timeout_secs)
-            .unwrap_or(20);
-        if tool_timeout_secs == 0 {
-            return Err(ConfigError("--tool-timeout-secs must be at least 1".into()));
-        }
-        if args.router_timeout_ms == 0 {
-            return Err(ConfigError("--router-timeout-ms must be at least 1".into()));
-        }
-        let mcp_config = args
-            .mcp_config
+/// The agent's settings: flags first, then `agent.json`, then the defaults; checked.
+fn resolve_agent(args: &ServeArgs, config: &Config) -> Result<AgentConfig, ConfigError> {
+    let file = AgentFile::load(&config.config_dir)?;
+    let name = |flag: &Option<String>, from_file: Option<String>, default: &str, what: &str| {
+        let value = flag
             .clone()
-            .or_else(|| file.mcp_config.map(|p| config.config_dir.join(p)))
-            .unwrap_or_else(|| config.config_dir.join("mcp_config.json"));
-        let mcp_servers = mcp::config::load(&mcp_config).map_err(ConfigError)?;
-        Ok(AgentConfig {
-            graph: args.graph.or(file.graph).unwrap_or(GraphKind::Route),
-            router_model: name(
-                &args.router_llm_name,
-                file.router_llm_name,
-                "qwen-flash",
-                "router-llm-name",
-            )?,
-            router_timeout: Duration::from_millis(args.router_timeout_ms),
-            tool_model: name(
-                &args.tool_llm_name,
-                file.tool_llm_name,
-                &config.llm.model,
-                "tool-llm-name",
-            )?,
-            tool_node: args.tool_node.or(file.tool_node).unwrap_or(ToolNode::Tool),
-            max_tool_steps,
-            tool_timeout: Duration::from_secs(tool_timeout_secs),
-            mcp_config,
-            mcp_servers,
-        })
+            .or(from_file)
+            .unwrap_or_else(|| default.to_string());
+        if value.trim().is_empty() {
+            Err(ConfigError(format!("--{what} must not be empty")))
+        } else {
+            Ok(value)
+        }
+    };
+    let max_tool_steps = args
+        .max_tool_steps
+        .or(file.max_tool_steps)
+        .unwrap_or(DEFAULT_MAX_TOOL_STEPS);
+    if max_tool_steps == 0 {
+        return Err(ConfigError("--max-tool-steps must be at least 1".into()));
     }
+    let tool_timeout_secs = args
+        .tool_timeout_secs
+        .or(file.tool_timeout_secs)
+        .unwrap_or(DEFAULT_TOOL_TIMEOUT_SECS);
+    if tool_timeout_secs == 0 {
+        return Err(ConfigError("--tool-timeout-secs must be at least 1".into()));
+    }
+    if args.router_timeout_ms == 0 {
+        return Err(ConfigError("--router-timeout-ms must be at least 1".into()));
+    }
+    let mcp_config = args
+        .mcp_config
+        .clone()
+        .or_else(|| file.mcp_config.map(|p| config.config_dir.join(p)))
+        .unwrap_or_else(|| config.config_dir.join(MCP_CONFIG_FILE));
+    Ok(AgentConfig {
+        graph: args.graph.or(file.graph).unwrap_or_default(),
+        router_model: name(
+            &args.router_llm_name,
+            file.router_llm_name,
+            DEFAULT_ROUTER_MODEL,
+            "router-llm-name",
+        )?,
+        router_timeout: Duration::from_millis(args.router_timeout_ms),
+        tool_model: name(
+            &args.tool_llm_name,
+            file.tool_llm_name,
+            &config.llm.model,
+            "tool-llm-name",
+        )?,
+        tool_node: args.tool_node.or(file.tool_node).unwrap_or_default(),
+        max_tool_steps,
+        tool_timeout: Duration::from_secs(tool_timeout_secs),
+        mcp_config,
+    })
 }
 
 /// The whole configuration of one process.
@@ -227,10 +204,10 @@ impl Config {
                 base_url,
                 api_key: env_nonempty("ALI_API_KEY").map(Secret::new),
                 model: global.llm_name.clone(),
-                connect_timeout: Duration::from_secs(5),
-                read_timeout: Duration::from_secs(60),
-                attempts: 3,
-                max_answer_bytes: crate::llm::DEFAULT_MAX_ANSWER_BYTES,
+                connect_timeout: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS),
+                read_timeout: Duration::from_secs(DEFAULT_READ_TIMEOUT_SECS),
+                attempts: DEFAULT_ATTEMPTS,
+                max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
             },
         })
     }
@@ -281,28 +258,13 @@ impl Config {
             }
             port => Some(socket_addr(&args.host, port)?),
         };
-        let export = args
-            .export_to
-            .as_deref()
-            .map(|url| {
-                FollowOptions::new(
-                    url,
-                    args.export_box_id.as_deref(),
-                    args.export_interval_secs,
-                    DEFAULT_BATCH_SIZE,
-                )
-            })
-            .transpose()
-            .map_err(|e| match e {
-                // Its message names `export`'s flag; serve's is --export-box-id.
-                ExportError::BadBoxId(_) => ConfigError(format!(
-                    "--export-{}",
-                    e.to_string().trim_start_matches("--")
-                )),
-                e => ConfigError(format!("--export-to: {e}")),
-            })?;
+        let export = args.export_to.as_ref().map(|url| ExportSettings {
+            url: Secret::new(url.clone()),
+            box_id: args.export_box_id.clone(),
+            interval: Duration::from_secs(args.export_interval_secs.max(1)),
+        });
         let auth_keys = auth_keys_from_env();
-        let agent = AgentConfig::resolve(args, &self)?;
+        let agent = resolve_agent(args, &self)?;
         let http = http_limits(&args.http)?;
         let serve = ServeConfig {
             agent,
@@ -378,65 +340,6 @@ pub fn socket_addr(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
     Ok(SocketAddr::new(ip, port))
 }
 
-/// Hides the secrets of a URL, even when the rest does not parse: the user-info password, every
-/// query value (an upstream may take its key as `?api_key=`, `?key=`, `?token=` or any other
-/// name, so no value is trusted to be harmless) and a `password=` of the libpq `key=value` form.
-pub fn redact_url(url: &str) -> String {
-    let (scheme, rest) = match url.find("://") {
-        Some(i) => url.split_at(i + 3),
-        None => ("", url),
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rfind('@') {
-        Some(at) => {
-            let (userinfo, host) = authority.split_at(at);
-            match userinfo.find(':') {
-                Some(colon) => format!("{}:***{host}", &userinfo[..colon]),
-                None => authority.to_string(),
-            }
-        }
-        None => authority.to_string(),
-    };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => format!("{path}?{}", redact_query(query)),
-        None => tail.to_string(),
-    };
-    redact_password_params(&format!("{scheme}{authority}{tail}"))
-}
-
-/// `a=1&key=s3cret&flag` → `a=***&key=***&***`: names stay (they say what was set), values go.
-fn redact_query(query: &str) -> String {
-    query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, _)) => format!("{name}=***"),
-            None if pair.is_empty() => String::new(),
-            None => "***".to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-/// `password=secret` → `password=***`, wherever parameters are separated by `?`, `&` or spaces.
-fn redact_password_params(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(pos) = rest.to_ascii_lowercase().find("password=") {
-        let starts_param = pos == 0 || matches!(rest.as_bytes()[pos - 1], b'?' | b'&' | b' ');
-        let value_start = pos + "password=".len();
-        out.push_str(&rest[..value_start]);
-        rest = &rest[value_start..];
-        if starts_param {
-            let value_end = rest.find(['&', ' ']).unwrap_or(rest.len());
-            out.push_str("***");
-            rest = &rest[value_end..];
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
@@ -464,7 +367,7 @@ mod tests {
     }
 
     #[test]
-    fn serve_exports_only_when_asked_and_checks_the_settings_first() {
+    fn serve_exports_only_when_asked_and_keeps_the_settings_as_given() {
         assert!(serve_config(&[]).unwrap().export.is_none());
         let export = serve_config(&[
             "--export-to",
@@ -478,31 +381,10 @@ mod tests {
         .export
         .unwrap();
         assert_eq!(export.interval, Duration::from_secs(7));
-        assert_eq!(
-            export.export.box_id.as_ref().map(|b| b.as_str()),
-            Some("porch")
-        );
-        assert_eq!(export.target.redacted(), "postgresql://u:***@127.0.0.1/db");
-
-        let err = serve_config(&[
-            "--export-to",
-            "postgresql://u:pw@127.0.0.1/db",
-            "--export-box-id",
-            "a b",
-        ])
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.starts_with("--export-box-id \"a b\": use 1 to 64"),
-            "{err}"
-        );
-        let err = serve_config(&["--export-to", "mysql://u:pw@h/db"])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("not a PostgreSQL URL") && !err.contains("pw@"),
-            "{err}"
-        );
+        assert_eq!(export.box_id.as_deref(), Some("porch"));
+        assert_eq!(export.url.expose(), "postgresql://u:pw@127.0.0.1/db");
+        assert!(!format!("{export:?}").contains("pw@"), "{export:?}");
+        // Checking the URL and the box id is export's, when serve starts (commands/serve.rs).
     }
 
     #[test]
@@ -528,17 +410,7 @@ mod tests {
     }
 
     #[test]
-    fn urls_show_no_query_value_and_no_password() {
-        assert_eq!(
-            redact_url("https://llm.example/v1?api_key=sk-1&key=k2&token=t3&bare"),
-            "https://llm.example/v1?api_key=***&key=***&token=***&***"
-        );
-        assert_eq!(
-            redact_url("http://u:pw@127.0.0.1:8000/v1?x=1"),
-            "http://u:***@127.0.0.1:8000/v1?x=***"
-        );
-        assert_eq!(redact_url("http://h/v1?"), "http://h/v1?");
-        assert_eq!(redact_url("http://h/v1"), "http://h/v1");
+    fn a_bad_base_url_is_shown_without_its_secrets() {
         let err = Config::from_global(&GlobalArgs {
             data_dir: "d".into(),
             config_dir: "c".into(),
@@ -598,10 +470,6 @@ mod tests {
         assert_eq!(defaults.max_tool_steps, 6);
         assert_eq!(defaults.tool_timeout, Duration::from_secs(20));
         assert_eq!(defaults.mcp_config, dir.path().join("mcp_config.json"));
-        assert!(
-            defaults.mcp_servers.is_empty(),
-            "a missing file is no servers"
-        );
 
         std::fs::write(
             dir.path().join("agent.json"),
@@ -632,7 +500,7 @@ mod tests {
             ("big", 3)
         );
         assert_eq!(from_file.tool_timeout, Duration::from_secs(7));
-        assert_eq!(from_file.mcp_servers.len(), 1);
+        assert_eq!(from_file.mcp_config, dir.path().join("servers.json"));
 
         let flags = agent_config(
             dir.path(),

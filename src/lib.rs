@@ -13,6 +13,7 @@ pub mod llm;
 pub mod logging;
 pub mod mock_llm;
 pub mod pg;
+pub mod redact;
 pub mod sse_events;
 pub mod store;
 pub mod tools;

@@ -8,9 +8,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use lang_agent::cli::{Cli, Command};
-use lang_agent::config::Config;
-use lang_agent::logging;
+use lang_agent::cli::Cli;
+use lang_agent::{commands, logging};
 
 fn main() -> ExitCode {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
@@ -18,7 +17,7 @@ fn main() -> ExitCode {
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
     let log = logging::init();
-    let result = run(cli);
+    let result = commands::run(cli);
     // Write out the buffered log lines first, so that the reason comes last.
     drop(log);
     match result {
@@ -28,23 +27,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn run(cli: Cli) -> Result<(), String> {
-    let runtime = tokio::runtime::Runtime::new()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let config = Config::from_global(&cli.global).map_err(|e| e.to_string())?;
-    runtime.block_on(async move {
-        match cli.command {
-            Command::Serve(args) => {
-                let (config, serve) = config.for_serve(&args).map_err(|e| e.to_string())?;
-                lang_agent::commands::serve::serve(config, serve).await
-            }
-            Command::MockLlm(args) => lang_agent::mock_llm::run(args).await,
-            Command::Export(args) => lang_agent::commands::export::run_command(&config, &args)
-                .await
-                .map_err(|e| e.to_string()),
-            Command::Viewer(args) => lang_agent::viewer::run_standalone(&config, &args).await,
-        }
-    })
 }

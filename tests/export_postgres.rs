@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use common::export::*;
 use lang_agent::export::{
-    ExportOptions, FollowOptions, MESSAGES_DDL, PgTarget, export_once, spawn_follower,
-    write_sql_file,
+    ExportOptions, FollowOptions, MESSAGES_DDL, export_once, spawn_follower, write_sql_file,
 };
+use lang_agent::pg::PgTarget;
 use tokio_util::sync::CancellationToken;
 
 fn options(box_id: Option<&str>, batch_size: usize) -> ExportOptions {

@@ -5,8 +5,13 @@
 //!   with `--tool-node chatty` the tool branch speaks filler while it works
 //!   ([`super::chatty`]).
 //! - `react`: one tool loop with the chat prompt, `--llm-name` and every tool.
+//!
+//! The choices ([`GraphKind`], [`ToolNode`]) and their settings ([`AgentConfig`]) live here, with
+//! the graph they shape; `config.rs` fills them from flags and `agent.json`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::Agent;
 use super::chat::ChatAgent;
@@ -14,10 +19,42 @@ use super::chatty::ChattyToolAgent;
 use super::prompts::Prompts;
 use super::router::RouteGraph;
 use super::tool_loop::ToolAgent;
-use crate::cli::{GraphKind, ToolNode};
-use crate::config::AgentConfig;
 use crate::llm::LlmClient;
 use crate::tools::Toolbox;
+
+/// The agent graph (`--graph`, or `graph` in `agent.json`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphKind {
+    #[default]
+    Route,
+    React,
+}
+
+/// The route graph's tool branch (`--tool-node`, or `tool_node` in `agent.json`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolNode {
+    #[default]
+    Tool,
+    Chatty,
+}
+
+/// How turns are answered: the graph, its models, its tools' limit and where the MCP servers
+/// are configured. Set by flags, or by `<config-dir>/agent.json`; see `config.rs`.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub graph: GraphKind,
+    pub router_model: String,
+    /// `--router-timeout-ms`: how long the route graph waits for the router's decision.
+    pub router_timeout: Duration,
+    pub tool_model: String,
+    pub tool_node: ToolNode,
+    pub max_tool_steps: usize,
+    pub tool_timeout: Duration,
+    /// The MCP servers file (`--mcp-config`); `serve` reads it when it starts the tools.
+    pub mcp_config: PathBuf,
+}
 
 /// Builds the configured graph. `chat_model` is `--llm-name`.
 pub fn build(

@@ -34,6 +34,9 @@ use super::prompts::Prompts;
 use super::{Agent, AgentEvent, AgentOutcome, AgentSink, TurnInput};
 use crate::llm::{ChatRequest, LlmClient, LlmError, Usage};
 
+/// `--router-llm-name`'s default: the fast model that routes turns (and speaks chatty filler).
+pub const DEFAULT_ROUTER_MODEL: &str = "qwen-flash";
+
 /// `--router-timeout-ms`' default: a router is a small model asked for a few tokens; 2.5 s is
 /// far beyond a healthy one, and short enough that a stalled one costs a chat turn little.
 pub const DEFAULT_ROUTER_TIMEOUT_MS: u64 = 2500;

@@ -29,6 +29,9 @@ use super::{
 use crate::llm::{ChatMessage, ChatRequest, LlmClient, LlmError, Role, ToolCall, Usage};
 use crate::tools::Toolbox;
 
+/// `--max-tool-steps`' default: rounds of tool calls in one turn before the model must answer.
+pub const DEFAULT_MAX_TOOL_STEPS: usize = 6;
+
 /// Tool calls one turn may make, over all its steps. A model that keeps calling tools (a
 /// loop, or dozens of calls per step) would otherwise fill the log with thousands of tool rows
 /// per turn; past this the model is offered no tools and must answer.

@@ -19,6 +19,7 @@
 
 mod client;
 mod recorder;
+mod thread_policy;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,9 +33,10 @@ use self::client::ClientLink;
 use self::recorder::Recorder;
 use super::memory::{from_log, to_log};
 use super::{Agent, AgentEvent, AgentOutcome, AgentSink, FinishReason, TurnInput};
-use crate::cli::BusyPolicy;
 use crate::llm::{ChatMessage, LlmError, Usage};
 use crate::store::Store;
+
+pub use self::thread_policy::{BusyPolicy, MemoryScope};
 
 /// `--turn-timeout-secs`: the longest a turn may take, router, tools and model calls together.
 pub const DEFAULT_TURN_TIMEOUT_SECS: u64 = 120;

@@ -22,8 +22,7 @@ use super::dashscope_sse::{DashScopeFrames, response_body};
 use super::dialogue::{Dialogue, WireMessage, check_thread_id, device_of};
 use super::error::ApiError;
 use super::stream::{self, sse_response};
-use crate::agent::turns::ThreadChoice;
-use crate::cli::MemoryScope;
+use crate::agent::turns::{MemoryScope, ThreadChoice};
 
 pub fn routes() -> Router<AppState> {
     let completion = post(completion);

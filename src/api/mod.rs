@@ -27,9 +27,8 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use self::error::{ApiError, ErrorKind};
-use crate::agent::turns::TurnRunner;
+use crate::agent::turns::{MemoryScope, TurnRunner};
 use crate::auth::{ApiKeys, throttle};
-use crate::cli::MemoryScope;
 
 /// Settings the handlers read.
 #[derive(Debug, Clone)]

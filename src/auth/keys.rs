@@ -16,7 +16,7 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 use super::throttle::{AuthBrake, Refusal};
-use crate::config::Secret;
+use crate::redact::Secret;
 
 /// The accepted keys, or open access.
 #[derive(Clone, Debug)]

@@ -5,15 +5,17 @@
 //! the server is running. A missing store is an error rather than a fresh empty database:
 //! exporting a mistyped `--data-dir` must not quietly succeed with nothing.
 
-use crate::export::{
-    ExportError, ExportOptions, FollowOptions, PgTarget, export_once, follow, write_sql_file,
-};
 use crate::cli::{ExportArgs, ExportDestination};
 use crate::config::Config;
+use crate::export::{
+    ExportError, ExportOptions, FollowOptions, export_once, follow, write_sql_file,
+};
+use crate::http::stop_on_signal;
+use crate::pg::PgTarget;
 use crate::store::Store;
 
 /// Runs `lang-agent export` to completion (or, with `--follow`, until Ctrl-C / SIGTERM).
-pub async fn run_command(config: &Config, args: &ExportArgs) -> Result<(), ExportError> {
+pub async fn run(config: &Config, args: &ExportArgs) -> Result<(), ExportError> {
     let mut options = ExportOptions::new(args.box_id.as_deref(), args.batch_size)?;
     options.stall_timeout = std::time::Duration::from_secs(args.stall_timeout_secs.max(1));
     // Check the destination before touching the store, so a typo fails fast.
@@ -49,7 +51,7 @@ pub async fn run_command(config: &Config, args: &ExportArgs) -> Result<(), Expor
             export: options,
             interval: std::time::Duration::from_secs(args.interval_secs.max(1)),
         };
-        let shutdown = crate::commands::serve::stop_on_signal();
+        let shutdown = stop_on_signal();
         let rows = follow(store, follow_options, shutdown).await?;
         println!("exported {rows} messages; stopped");
         return Ok(());

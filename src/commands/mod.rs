@@ -1,5 +1,47 @@
-//! The subcommands of the binary: each file turns its part of the command line (and the
-//! [`crate::config::Config`]) into a running feature.
+//! The subcommands of the binary, the top of the module graph: each file turns its part of
+//! the command line (and the one [`Config`]) into a running feature, and says in one error
+//! type why it could not. `main.rs` prints that error as `lang-agent: …`.
 
 pub mod export;
+pub mod mock_llm;
 pub mod serve;
+pub mod viewer;
+
+use crate::cli::{Cli, Command};
+use crate::config::{Config, ConfigError};
+use crate::export::ExportError;
+use crate::mock_llm::MockLlmError;
+
+/// Why a subcommand failed; its message is the one line the user sees.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Serve(#[from] serve::ServeError),
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    #[error(transparent)]
+    Viewer(#[from] viewer::ViewerCommandError),
+    #[error(transparent)]
+    MockLlm(#[from] MockLlmError),
+}
+
+/// Runs the parsed command line's subcommand to its end.
+pub fn run(cli: Cli) -> Result<(), CommandError> {
+    let runtime = tokio::runtime::Runtime::new().map_err(CommandError::Runtime)?;
+    let config = Config::from_global(&cli.global)?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => {
+                let (config, settings) = config.for_serve(&args)?;
+                Ok(serve::run(config, settings).await?)
+            }
+            Command::MockLlm(args) => Ok(mock_llm::run(args).await?),
+            Command::Export(args) => Ok(export::run(&config, &args).await?),
+            Command::Viewer(args) => Ok(viewer::run(&config, &args).await?),
+        }
+    })
+}

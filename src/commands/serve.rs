@@ -2,52 +2,80 @@
 //! until a signal.
 //!
 //! Start-up order matters for the operator: everything that can fail on bad configuration
-//! (store, keys, prompts, ports) is done before the "ready" line and systemd's READY=1, so a
-//! box that says it is up really is. SIGHUP re-reads the prompts; SIGTERM and Ctrl-C stop
-//! accepting connections and give running answers a grace period to finish.
+//! (export target, MCP servers file, store, keys, prompts, ports) is done before the "ready"
+//! line and systemd's READY=1, so a box that says it is up really is. SIGHUP re-reads the
+//! prompts; SIGTERM and Ctrl-C stop accepting connections and give running answers a grace
+//! period to finish.
 
-use std::future::Future;
-use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::agent::graph;
 use crate::agent::prompts::Prompts;
 use crate::agent::turns::TurnRunner;
 use crate::api::{self, ApiSettings, AppState};
 use crate::auth::ApiKeys;
-use crate::config::{Config, ServeConfig, redact_url};
-use crate::http;
-use crate::llm::LlmClient;
-use crate::export;
-use crate::store::Store;
+use crate::config::{Config, ExportSettings, ServeConfig};
+use crate::export::{self, BadBoxId, BoxId, ExportOptions, FollowOptions};
+use crate::http::{self, BindError, bind, run_with_grace, stop_on_signal};
+use crate::llm::{LlmClient, LlmError};
+use crate::pg::{PgTarget, PgUrlError};
+use crate::redact::redact_url;
+use crate::store::{Store, StoreError};
 use crate::tools::local::LocalTools;
-use crate::tools::{ToolSource, Toolbox, mcp};
+use crate::tools::mcp::{self, HttpClientError, McpConfigError, McpServerConfig};
+use crate::tools::{ToolSource, Toolbox};
 use crate::viewer;
 
-/// How long running answers (and open viewer streams) get after a stop signal.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long MCP servers that are up get to connect before the box says it is ready.
+const MCP_FIRST_WAIT: Duration = Duration::from_secs(5);
 
-pub async fn serve(config: Config, serve: ServeConfig) -> Result<(), String> {
+/// Why `serve` could not start; one line, printed as `lang-agent: …`.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("--export-to: {0}")]
+    ExportTo(PgUrlError),
+    #[error("--export-box-id {0}")]
+    ExportBoxId(BadBoxId),
+    #[error(transparent)]
+    McpConfig(#[from] McpConfigError),
+    #[error("cannot open the store {}: {source}", path.display())]
+    Store { path: PathBuf, source: StoreError },
+    #[error("cannot set up API keys in {}: {source}", dir.display())]
+    Keys {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read prompts: {0}")]
+    Prompts(std::io::Error),
+    #[error(transparent)]
+    Llm(#[from] LlmError),
+    #[error(transparent)]
+    McpClient(#[from] HttpClientError),
+    #[error(transparent)]
+    Bind(#[from] BindError),
+}
+
+/// Runs `lang-agent serve` until a stop signal.
+pub async fn run(config: Config, serve: ServeConfig) -> Result<(), ServeError> {
+    let follow = serve.export.as_ref().map(follow_options).transpose()?;
+    let mcp_servers = mcp::config::load(&serve.agent.mcp_config)?;
     let ports = if serve.viewer_addr.is_some() { 2 } else { 1 };
     http::raise_open_files_limit(ports * serve.http.max_connections);
     let db_path = config.sqlite_path();
-    let store = Store::open_for_serve(&db_path)
-        .map_err(|e| format!("cannot open the store {}: {e}", db_path.display()))?;
+    let store = Store::open_for_serve(&db_path).map_err(|source| ServeError::Store {
+        path: db_path.clone(),
+        source,
+    })?;
     let (keys, key_source) = ApiKeys::resolve(&serve.auth_keys, serve.no_auth, &config.data_dir)
-        .map_err(|e| {
-            format!(
-                "cannot set up API keys in {}: {e}",
-                config.data_dir.display()
-            )
+        .map_err(|source| ServeError::Keys {
+            dir: config.data_dir.clone(),
+            source,
         })?;
-    let prompts =
-        Prompts::load(&config.config_dir).map_err(|e| format!("cannot read prompts: {e}"))?;
-    let llm = LlmClient::new(&config.llm).map_err(|e| e.to_string())?;
-    let toolbox = Arc::new(tool_box(&serve).await?);
+    let prompts = Prompts::load(&config.config_dir).map_err(ServeError::Prompts)?;
+    let llm = LlmClient::new(&config.llm)?;
+    let toolbox = Arc::new(start_tools(&serve, mcp_servers).await?);
     let agent = graph::build(
         &serve.agent,
         llm,
@@ -99,105 +127,67 @@ pub async fn serve(config: Config, serve: ServeConfig) -> Result<(), String> {
 
     let shutdown = stop_on_signal();
     store.spawn_search_indexer(shutdown.clone());
-    let follower = serve.export.map(|options| {
+    let follower = follow.map(|options| {
         tracing::info!(to = %options.target, "exporting the log to PostgreSQL as it grows");
         export::spawn_follower(store.clone(), options, shutdown.clone())
     });
     let api_server = http::serve(api_listener, api::router(state), serve.http, &shutdown);
     let viewer_server = async {
-        match viewer {
-            Some((listener, _, app)) => http::serve(listener, app, serve.http, &shutdown).await,
-            None => Ok(()),
+        if let Some((listener, _, app)) = viewer {
+            http::serve(listener, app, serve.http, &shutdown).await;
         }
     };
     let servers = async {
-        let (api, viewer) = tokio::join!(api_server, viewer_server);
-        api.and(viewer)
+        tokio::join!(api_server, viewer_server);
     };
-    let result = run_with_grace(servers, &shutdown).await;
+    run_with_grace(servers, &shutdown).await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     if let Some(follower) = follower {
         // The follower finishes its batch (one transaction) and stops.
         let _ = follower.await;
     }
     tracing::info!("lang-agent stopped");
-    result
+    Ok(())
 }
 
-/// Binds `addr`, saying which address could not be had.
-pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), String> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    Ok((listener, bound))
+/// `--export-to` and `--export-box-id` checked by export's own rules, with serve's flag
+/// names in the message; batches as `lang-agent export`'s defaults.
+fn follow_options(settings: &ExportSettings) -> Result<FollowOptions, ServeError> {
+    let target = PgTarget::parse(settings.url.expose()).map_err(ServeError::ExportTo)?;
+    let box_id = settings
+        .box_id
+        .as_deref()
+        .map(BoxId::parse)
+        .transpose()
+        .map_err(ServeError::ExportBoxId)?;
+    Ok(FollowOptions {
+        target,
+        export: ExportOptions {
+            box_id,
+            ..ExportOptions::default()
+        },
+        interval: settings.interval,
+    })
 }
 
 /// The local tools and the configured MCP servers. Servers that are up connect before the box
 /// says it is ready (a few seconds at most); the others join in the background when they come up.
-async fn tool_box(serve: &ServeConfig) -> Result<Toolbox, String> {
+async fn start_tools(
+    serve: &ServeConfig,
+    mcp_servers: Vec<McpServerConfig>,
+) -> Result<Toolbox, HttpClientError> {
     let agent = &serve.agent;
     let mut sources: Vec<Arc<dyn ToolSource>> = vec![Arc::new(LocalTools::builtin())];
-    if !agent.mcp_servers.is_empty() {
+    if !mcp_servers.is_empty() {
         tracing::info!(
             config = %agent.mcp_config.display(),
-            servers = agent.mcp_servers.len(),
+            servers = mcp_servers.len(),
             "connecting to MCP servers"
         );
     }
-    let servers = mcp::start_all(agent.mcp_servers.clone(), Duration::from_secs(5)).await?;
+    let servers = mcp::start_all(mcp_servers, MCP_FIRST_WAIT).await?;
     sources.extend(servers.into_iter().map(|s| s as Arc<dyn ToolSource>));
     Ok(Toolbox::new(sources, agent.tool_timeout))
-}
-
-/// Answers are many small writes (one SSE frame per piece of text); Nagle's algorithm would
-/// hold each back until the previous one is acknowledged, adding ~40 ms per turn.
-pub fn no_delay(stream: &mut tokio::net::TcpStream) {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!("TCP_NODELAY not set: {e}");
-    }
-}
-
-/// A token cancelled by the first SIGTERM or Ctrl-C.
-pub fn stop_on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let cancel = token.clone();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let terminate = async {
-            match signal(SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = terminate => {},
-        }
-        tracing::info!("shutting down");
-        cancel.cancel();
-    });
-    token
-}
-
-/// Runs `servers` until they finish, or until [`SHUTDOWN_GRACE`] after `shutdown`: live
-/// streams (a viewer left open) never end by themselves and must not hold the process.
-pub async fn run_with_grace(
-    servers: impl Future<Output = Result<(), String>>,
-    shutdown: &CancellationToken,
-) -> Result<(), String> {
-    tokio::select! {
-        result = servers => result,
-        _ = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => {
-            tracing::warn!("streams still open after {SHUTDOWN_GRACE:?}; closing them");
-            Ok(())
-        }
-    }
 }
 
 async fn reload_prompts_on_sighup(prompts: Prompts) {
@@ -211,5 +201,47 @@ async fn reload_prompts_on_sighup(prompts: Prompts) {
             Ok(()) => tracing::info!("prompts reloaded"),
             Err(e) => tracing::error!("prompts not reloaded, keeping the old ones: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redact::Secret;
+
+    fn settings(url: &str, box_id: Option<&str>) -> ExportSettings {
+        ExportSettings {
+            url: Secret::new(url),
+            box_id: box_id.map(str::to_string),
+            interval: Duration::from_secs(7),
+        }
+    }
+
+    #[test]
+    fn the_export_settings_are_checked_with_serves_flag_names() {
+        let options =
+            follow_options(&settings("postgresql://u:pw@127.0.0.1/db", Some("porch"))).unwrap();
+        assert_eq!(options.interval, Duration::from_secs(7));
+        assert_eq!(
+            options.export.box_id.as_ref().map(|b| b.as_str()),
+            Some("porch")
+        );
+        assert_eq!(options.export.batch_size, export::DEFAULT_BATCH_SIZE);
+        assert_eq!(options.target.redacted(), "postgresql://u:***@127.0.0.1/db");
+
+        let err = follow_options(&settings("postgresql://u:pw@127.0.0.1/db", Some("a b")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--export-box-id \"a b\": use 1 to 64"),
+            "{err}"
+        );
+        let err = follow_options(&settings("mysql://u:pw@h/db", None))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--export-to: not a PostgreSQL URL") && !err.contains("pw@"),
+            "{err}"
+        );
     }
 }

@@ -9,18 +9,18 @@ use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
 
+use super::BadBoxId;
+use crate::pg::PgUrlError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error(
-        "not a PostgreSQL URL: {url} ({reason}); expected postgresql://user:password@host/database"
-    )]
-    BadUrl { url: String, reason: String },
+    #[error(transparent)]
+    BadUrl(#[from] PgUrlError),
     #[error("{0}")]
     Destination(String),
-    #[error("--box-id {0:?}: use 1 to 64 characters among A-Z a-z 0-9 . _ -")]
-    BadBoxId(String),
+    #[error("--box-id {0}")]
+    BadBoxId(#[from] BadBoxId),
     #[error("--batch-size must be at least 1")]
     BadBatchSize,
     #[error("cannot connect to {url}: {reason}")]

@@ -17,6 +17,10 @@ use tokio_util::sync::CancellationToken;
 use super::{ExportError, ExportOptions, Exporter, PgTarget, Progress};
 use crate::store::Store;
 
+/// Seconds between looks for new messages once caught up (`export --interval-secs`,
+/// `serve --export-interval-secs`).
+pub const DEFAULT_FOLLOW_INTERVAL_SECS: u64 = 2;
+
 /// First pause after a failure; doubled on each failure in a row up to [`BACKOFF_MAX`].
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);

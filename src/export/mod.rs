@@ -12,8 +12,8 @@ mod error;
 mod follow;
 mod pg_writer;
 mod progress;
-mod sqlite_batches;
 mod sql_file;
+mod sqlite_batches;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -21,15 +21,14 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 use tokio_util::sync::DropGuard;
 
+use crate::pg::PgTarget;
 use crate::store::Store;
 
-pub use crate::config::redact_url;
 pub use error::ExportError;
-pub use follow::{FollowOptions, follow, spawn_follower};
-pub use pg_writer::{MESSAGES_DDL, NOTIFY_CHANNEL, STATE_DDL, notify_payload};
+pub use follow::{DEFAULT_FOLLOW_INTERVAL_SECS, FollowOptions, follow, spawn_follower};
+pub use pg_writer::{MESSAGES_DDL, STATE_DDL};
 pub use progress::Progress;
 pub use sql_file::write_sql_file;
-pub use crate::pg::{APPLICATION_NAME, PgTarget};
 
 use pg_writer::BatchOutcome;
 
@@ -42,13 +41,19 @@ pub const DEFAULT_BATCH_SIZE: usize = 10_000;
 /// and its kernel acknowledges everything, so only a deadline of our own notices it.
 pub const DEFAULT_STALL_TIMEOUT_SECS: u64 = 30;
 
+/// A box id that is not `[A-Za-z0-9._-]{1,64}`. The message starts with the name given; the
+/// flag that gave it (`--box-id`, `serve --export-box-id`) goes before it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?}: use 1 to 64 characters among A-Z a-z 0-9 . _ -")]
+pub struct BadBoxId(pub String);
+
 /// A box's name in a shared table: the prefix of its conversation ids (`<box-id>/<id>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BoxId(String);
 
 impl BoxId {
     /// Accepts `[A-Za-z0-9._-]{1,64}`: safe in a URL path, a file name and a log line.
-    pub fn parse(name: &str) -> Result<BoxId, ExportError> {
+    pub fn parse(name: &str) -> Result<BoxId, BadBoxId> {
         let ok = (1..=64).contains(&name.len())
             && name
                 .bytes()
@@ -56,7 +61,7 @@ impl BoxId {
         if ok {
             Ok(BoxId(name.to_string()))
         } else {
-            Err(ExportError::BadBoxId(name.to_string()))
+            Err(BadBoxId(name.to_string()))
         }
     }
 
@@ -135,7 +140,10 @@ impl Exporter {
         let source_id = sqlite_batches::source_id(store).await?;
         let limit = options.stall_timeout;
         let (client, connection, last_id) = within(limit, "connecting", async {
-            let (mut client, connection) = target.connect().await?;
+            let (mut client, connection) = target
+                .connect()
+                .await
+                .map_err(|e| ExportError::connect(target.redacted(), e))?;
             pg_writer::set_session_timeouts(&client, limit).await?;
             pg_writer::prepare_schema(&mut client).await?;
             let last_id =
@@ -227,7 +235,9 @@ impl Exporter {
         let store = self.store.clone();
         let limit = self.options.batch_size;
         let box_id = self.options.box_id.clone();
-        tokio::spawn(async move { sqlite_batches::read_batch(&store, after_id, limit, box_id).await })
+        tokio::spawn(
+            async move { sqlite_batches::read_batch(&store, after_id, limit, box_id).await },
+        )
     }
 }
 

@@ -10,14 +10,13 @@
 //! An existing `messages` table is checked before anything is created or written: one made by
 //! the original system's SQL is used as is; one of another shape is reported column by column.
 
-use std::collections::BTreeSet;
-
 use tokio_postgres::Client;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 
 use super::sqlite_batches::ExportRow;
 use super::{BoxId, ExportError};
+use crate::pg::{NOTIFY_CHANNEL, notify_payload};
 
 /// The documented table and index, exactly.
 pub const MESSAGES_DDL: &str = "\
@@ -42,12 +41,6 @@ CREATE TABLE IF NOT EXISTS lang_agent_export_state (
     PRIMARY KEY (source_id, box_id)
 );
 ";
-
-/// The channel the viewer LISTENs on.
-pub const NOTIFY_CHANNEL: &str = "lang_agent_messages";
-
-/// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; stay well below.
-const NOTIFY_MAX_BYTES: usize = 7000;
 
 /// The columns export writes, in COPY order, with the types it sends.
 const COPY_SQL: &str = "COPY messages (conversation_id, message_type, content, sequence_number, \
@@ -420,18 +413,6 @@ async fn copy_rows(
     Ok(())
 }
 
-/// `{"conversations":[…]}` naming each conversation the batch touched, or
-/// `{"conversations":null}` ("something changed") when the list would be too long.
-pub fn notify_payload<'a>(conversation_ids: impl IntoIterator<Item = &'a str>) -> String {
-    let touched: BTreeSet<&str> = conversation_ids.into_iter().collect();
-    let payload = serde_json::json!({ "conversations": touched }).to_string();
-    if payload.len() > NOTIFY_MAX_BYTES {
-        r#"{"conversations":null}"#.to_string()
-    } else {
-        payload
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,18 +471,5 @@ mod tests {
         let mut columns = documented();
         columns.push(col("tenant", "text", true, false));
         assert!(problem(&columns).contains("column tenant is NOT NULL without a default"));
-    }
-
-    #[test]
-    fn the_notification_lists_each_touched_conversation_once_until_it_gets_too_long() {
-        assert_eq!(
-            notify_payload(["b/2", "a/1", "b/2"]),
-            r#"{"conversations":["a/1","b/2"]}"#
-        );
-        let many: Vec<String> = (0..1000).map(|i| format!("conversation-{i}")).collect();
-        assert_eq!(
-            notify_payload(many.iter().map(String::as_str)),
-            r#"{"conversations":null}"#
-        );
     }
 }

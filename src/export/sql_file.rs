@@ -10,9 +10,10 @@
 use std::io::Write;
 use std::path::Path;
 
-use super::pg_writer::{MESSAGES_DDL, NOTIFY_CHANNEL, STATE_DDL};
+use super::pg_writer::{MESSAGES_DDL, STATE_DDL};
 use super::sqlite_batches::{self, ExportRow};
 use super::{ExportError, ExportOptions, ExportSummary, Progress};
+use crate::pg::NOTIFY_CHANNEL;
 use crate::store::Store;
 
 /// Writes the script to `path` (through a temporary file, so a failed run leaves no
@@ -50,7 +51,8 @@ pub async fn write_sql_file(
     let mut line = String::new();
     loop {
         let batch =
-            sqlite_batches::read_batch(store, last_id, options.batch_size, options.box_id.clone()).await?;
+            sqlite_batches::read_batch(store, last_id, options.batch_size, options.box_id.clone())
+                .await?;
         let Some(last) = batch.last() else { break };
         last_id = last.source_id;
         for row in &batch {

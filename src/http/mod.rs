@@ -17,11 +17,14 @@
 //!
 //! Every request carries `ConnectInfo<SocketAddr>` (the peer), as `axum::serve` with connect
 //! info would give. A stop signal stops accepting and lets each connection finish its
-//! current answer (the caller bounds that with a grace period).
+//! current answer (the caller bounds that with a grace period: `shutdown.rs`).
+//!
+//! A shared leaf: it knows nothing of the API, the viewer or the commands that use it.
 
 mod body;
 mod conn_clock;
 mod fd_limit;
+mod shutdown;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -43,9 +46,12 @@ use tower::ServiceExt;
 
 pub use body::{BodyError, DeadlineBody, LimitedBody};
 pub use fd_limit::raise_open_files_limit;
+pub use shutdown::{SHUTDOWN_GRACE, run_with_grace, stop_on_signal};
 
 use self::conn_clock::{ClockedIo, ConnClock};
 
+/// `--host`' default (`serve`, `lang-agent viewer`): every interface, as a LAN box needs.
+pub const DEFAULT_LISTEN_HOST: &str = "0.0.0.0";
 /// `--http-header-timeout-secs`: seconds a client gets to send a request's headers.
 pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
 /// `--http-body-timeout-secs`: seconds a client gets to send a whole request body.
@@ -82,6 +88,31 @@ impl Default for HttpLimits {
     }
 }
 
+/// A port that could not be had.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
+/// Binds `addr`, saying which address could not be had; also returns the bound address (the
+/// port chosen for port 0).
+pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), BindError> {
+    let failed = |source| BindError { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(failed)?;
+    let bound = listener.local_addr().map_err(failed)?;
+    Ok((listener, bound))
+}
+
+/// Answers are many small writes (one SSE frame per piece of text); Nagle's algorithm would
+/// hold each back until the previous one is acknowledged, adding ~40 ms per turn.
+pub fn no_delay(stream: &mut TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!("TCP_NODELAY not set: {e}");
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown`; then stops accepting and returns once every
 /// connection has finished its current answer.
 pub async fn serve(
@@ -89,7 +120,7 @@ pub async fn serve(
     app: Router,
     limits: HttpLimits,
     shutdown: &CancellationToken,
-) -> Result<(), String> {
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut refusals = RateLimitedLog::default();
     let mut accept_errors = RateLimitedLog::default();
@@ -122,7 +153,7 @@ pub async fn serve(
             });
             continue;
         };
-        crate::commands::serve::no_delay(&mut stream);
+        no_delay(&mut stream);
         tokio::spawn(serve_connection(
             stream,
             peer,
@@ -136,7 +167,6 @@ pub async fn serve(
     // Every connection holds a slot until it ends; all of them back means all have ended.
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let _ = slots.acquire_many(all).await;
-    Ok(())
 }
 
 /// One connection, until the client closes it, a deadline passes, or (after `shutdown`) its
@@ -282,6 +312,6 @@ mod tests {
         let _idle = TcpStream::connect(addr).await.unwrap();
         shutdown.cancel();
         let stopped = tokio::time::timeout(Duration::from_secs(5), server).await;
-        assert!(matches!(stopped, Ok(Ok(Ok(())))), "{stopped:?}");
+        assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
     }
 }

@@ -21,7 +21,28 @@ use serde_json::{Value, json};
 
 use super::assemble::{AnswerLimits, assemble_sse, error_message, lenient_usage, truncate};
 use super::message::{ChatMessage, Completion, Usage};
-use crate::config::{LlmConfig, Secret};
+use crate::redact::Secret;
+
+/// `--llm-connect-timeout-secs`' default.
+pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 5;
+/// `--llm-read-timeout-secs`' default: the longest silence between bytes.
+pub const DEFAULT_READ_TIMEOUT_SECS: u64 = 60;
+/// `--llm-attempts`' default: attempts per call that fails before the first token.
+pub const DEFAULT_ATTEMPTS: u32 = 3;
+
+/// Settings of the upstream OpenAI-compatible model server.
+#[derive(Debug, Clone)]
+pub struct LlmConfig {
+    /// Base URL ending before `/chat/completions`.
+    pub base_url: String,
+    pub api_key: Option<Secret>,
+    pub model: String,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub attempts: u32,
+    /// `--max-answer-bytes`: text plus tool calls of one model answer.
+    pub max_answer_bytes: usize,
+}
 
 /// How much of an error answer (non-2xx) is read: enough for any error message.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;

@@ -8,5 +8,8 @@ mod message;
 pub use assemble::{
     AnswerLimits, DEFAULT_MAX_ANSWER_BYTES, FINISH_LENGTH, MAX_TOOL_CALLS_PER_STEP, assemble_sse,
 };
-pub use client::{ChatRequest, LlmClient, LlmError};
+pub use client::{
+    ChatRequest, DEFAULT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT_SECS, DEFAULT_READ_TIMEOUT_SECS,
+    LlmClient, LlmConfig, LlmError,
+};
 pub use message::{ChatMessage, Completion, FunctionCall, Role, ToolCall, Usage};

@@ -26,8 +26,32 @@ use axum::{Json, Router};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::cli::MockLlmArgs;
 use script::{Answer, Behaviour, CallKind, Script};
+
+/// How the fake upstream listens and paces its answers (`lang-agent mock-llm`'s flags).
+#[derive(Debug, Clone)]
+pub struct MockOptions {
+    /// A host name or address to listen on.
+    pub host: String,
+    /// 0 picks a free port; the chosen one is printed.
+    pub port: u16,
+    /// Delay before the first byte of every answer.
+    pub delay: Duration,
+    /// Delay between streamed chunks.
+    pub chunk_delay: Duration,
+}
+
+/// Why the fake upstream stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum MockLlmError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("mock-llm stopped: {0}")]
+    Stopped(std::io::Error),
+}
 
 #[derive(Clone)]
 struct Mock {
@@ -40,22 +64,27 @@ struct Mock {
     next_call_id: Arc<AtomicU64>,
 }
 
-pub async fn run(args: MockLlmArgs) -> Result<(), String> {
+/// Serves the fake upstream until the process is stopped.
+pub async fn run(options: MockOptions) -> Result<(), MockLlmError> {
     let mock = Mock {
-        delay: Duration::from_millis(args.delay_ms),
-        chunk_delay: Duration::from_millis(args.chunk_delay_ms),
+        delay: options.delay,
+        chunk_delay: options.chunk_delay,
         requests: Arc::default(),
         failures: Arc::default(),
         next_call_id: Arc::new(AtomicU64::new(1)),
     };
-    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+    let failed = |source| MockLlmError::Listen {
+        addr: format!("{}:{}", options.host, options.port),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind((options.host.as_str(), options.port))
         .await
-        .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(failed)?;
+    let addr = listener.local_addr().map_err(failed)?;
     println!("mock-llm listening on http://{addr}/v1");
-    axum::serve(listener.tap_io(crate::commands::serve::no_delay), router(mock))
+    axum::serve(listener.tap_io(crate::http::no_delay), router(mock))
         .await
-        .map_err(|e| format!("mock-llm stopped: {e}"))
+        .map_err(MockLlmError::Stopped)
 }
 
 fn router(mock: Mock) -> Router {

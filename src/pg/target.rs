@@ -13,8 +13,7 @@ use std::time::Duration;
 use tokio_postgres::{Client, NoTls};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::export::ExportError;
-use crate::config::redact_url;
+use crate::redact::redact_url;
 
 /// Shown in `pg_stat_activity`, so an operator (or a test) can find the exporter's session.
 pub const APPLICATION_NAME: &str = "lang-agent export";
@@ -22,6 +21,21 @@ pub const APPLICATION_NAME: &str = "lang-agent export";
 /// How long a dropped connection may take to say goodbye (`Terminate`) before its socket is
 /// closed regardless: a stopped server never reads it.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// A URL that is not a usable PostgreSQL URL; `url` is already redacted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "not a PostgreSQL URL: {url} ({reason}); expected postgresql://user:password@host/database"
+)]
+pub struct PgUrlError {
+    pub url: String,
+    pub reason: String,
+}
+
+/// Whether `db` names a PostgreSQL database (rather than, say, a SQLite file).
+pub fn is_postgres_url(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
 
 /// A parsed PostgreSQL URL.
 #[derive(Clone)]
@@ -32,14 +46,14 @@ pub struct PgTarget {
 
 impl PgTarget {
     /// Parses a `postgres://` or `postgresql://` URL.
-    pub fn parse(url: &str) -> Result<PgTarget, ExportError> {
+    pub fn parse(url: &str) -> Result<PgTarget, PgUrlError> {
         let url = url.trim();
         let redacted = redact_url(url);
-        let bad = |reason: &str| ExportError::BadUrl {
+        let bad = |reason: &str| PgUrlError {
             url: redacted.clone(),
             reason: reason.to_string(),
         };
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if !is_postgres_url(url) {
             return Err(bad("it must start with postgresql:// or postgres://"));
         }
         let mut config = tokio_postgres::Config::from_str(url).map_err(|e| bad(&e.to_string()))?;
@@ -75,12 +89,8 @@ impl PgTarget {
     /// Opens a connection. Its driver task runs on the current runtime until the returned
     /// guard drops (with the client): then the connection gets [`CLOSE_GRACE`] to end politely
     /// and is closed, even if the server stopped answering mid-request.
-    pub(crate) async fn connect(&self) -> Result<(Client, DropGuard), ExportError> {
-        let (client, connection) = self
-            .config
-            .connect(NoTls)
-            .await
-            .map_err(|e| ExportError::connect(&self.redacted, e))?;
+    pub async fn connect(&self) -> Result<(Client, DropGuard), tokio_postgres::Error> {
+        let (client, connection) = self.config.connect(NoTls).await?;
         let shown = self.redacted.clone();
         let closed = CancellationToken::new();
         let close = closed.clone();

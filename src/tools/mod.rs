@@ -25,6 +25,9 @@ use serde_json::{Map, Value, json};
 /// The parameter a device-bound tool takes its device from.
 pub const DEVICE_ID_PARAM: &str = "device_id";
 
+/// `--tool-timeout-secs`' default: the time limit of one tool call, seconds.
+pub const DEFAULT_TOOL_TIMEOUT_SECS: u64 = 20;
+
 /// Longest tool answer, in bytes, passed to the model and the log (note included).
 pub const MAX_TOOL_RESULT_BYTES: usize = 64 * 1024;
 

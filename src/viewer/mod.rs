@@ -2,7 +2,7 @@
 //! updates, over this box's store or a fleet's PostgreSQL.
 //!
 //! `serve` mounts [`router`] on its viewer port with [`Source::from_store`]; `lang-agent
-//! viewer` runs it alone ([`run_standalone`]). Pages are askama templates (escaped by
+//! viewer` runs it alone (`commands/viewer.rs`). Pages are askama templates (escaped by
 //! default) with CSS, JS and icons embedded in the binary, so the viewer works offline and
 //! with JavaScript off; the script only adds local times and live updates.
 //!
@@ -34,15 +34,15 @@ use axum::response::Response;
 use axum::routing::{get, post};
 
 use crate::auth::ApiKeys;
-use crate::cli::ViewerArgs;
-use crate::config::{Config, auth_keys_from_env, http_limits, socket_addr};
 use crate::store::StoreError;
-use crate::commands::serve as server;
-use crate::{http, logging};
 
 pub use model::{ConversationSummary, ListFilter, ListPage, Message};
 pub use session::Access;
 pub use source::Source;
+
+/// The viewer's port unless `--viewer-port` (`serve`) or `--port` (`lang-agent viewer`) says
+/// otherwise.
+pub const DEFAULT_PORT: u16 = 8590;
 
 /// What went wrong in the viewer.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +57,8 @@ pub enum ViewerError {
     Watch(#[from] notify::Error),
     #[error("page template: {0}")]
     Template(#[from] askama::Error),
+    #[error(transparent)]
+    Url(#[from] crate::pg::PgUrlError),
     #[error("{0}")]
     Setup(String),
 }
@@ -154,37 +156,4 @@ async fn security_headers(request: Request, next: Next) -> Response {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
-}
-
-/// `lang-agent viewer`: the viewer alone, over a SQLite file or a PostgreSQL URL.
-pub async fn run_standalone(config: &Config, args: &ViewerArgs) -> Result<(), String> {
-    let limits = http_limits(&args.http).map_err(|e| e.to_string())?;
-    let source = match args.db.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
-        Some(url) if Source::is_postgres_url(url) => Source::connect_postgres(url).await,
-        Some(path) => Source::open_sqlite_file(std::path::Path::new(path)).await,
-        None => Source::open_sqlite_file(&config.sqlite_path()).await,
-    }
-    .map_err(|e| format!("viewer: {e}"))?;
-    let access = if args.open {
-        tracing::warn!(
-            "viewer: --open: NO LOGIN. Anyone who can reach port {} reads and can delete every \
-             conversation. Use only on a trusted LAN.",
-            args.port
-        );
-        Access::open()
-    } else {
-        let (keys, from) = ApiKeys::resolve(&auth_keys_from_env(), false, &config.data_dir)
-            .map_err(|e| format!("viewer: API keys: {e}"))?;
-        from.announce(&keys, &config.data_dir);
-        Access::login(keys)
-    };
-    let addr = socket_addr(&args.host, args.port).map_err(|e| e.to_string())?;
-    http::raise_open_files_limit(limits.max_connections);
-    let (listener, bound) = server::bind(addr).await?;
-    // Printed on stdout so scripts (and tests) started with --port 0 learn the port.
-    logging::console_line(format_args!("viewer listening on http://{bound}"));
-    let shutdown = server::stop_on_signal();
-    source.keep_search_index(shutdown.clone());
-    let app = router(source, access);
-    server::run_with_grace(http::serve(listener, app, limits, &shutdown), &shutdown).await
 }

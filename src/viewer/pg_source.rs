@@ -26,9 +26,8 @@ use super::changes::{Coverage, KnownCounts};
 use super::model::{
     ConversationSummary, ListFilter, ListPage, Message, device_from_session_id, like_literal,
 };
+use crate::pg::{NOTIFY_CHANNEL, PgTarget, notify_payload};
 use crate::store::StoreEvent;
-use crate::export::{NOTIFY_CHANNEL, notify_payload};
-use crate::pg::PgTarget;
 
 /// A pool of connections to the fleet database.
 #[derive(Clone)]

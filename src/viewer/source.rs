@@ -81,7 +81,7 @@ impl Source {
 
     /// A PostgreSQL database in the documented schema (`postgres://` or `postgresql://` URL).
     pub async fn connect_postgres(url: &str) -> Result<Source, ViewerError> {
-        let target = PgTarget::parse(url).map_err(|e| ViewerError::Setup(e.to_string()))?;
+        let target = PgTarget::parse(url)?;
         let pg = PgSource::connect(&target).await?;
         let (events, _) = broadcast::channel(1024);
         pg_source::spawn_listener(target, pg.clone(), events.clone());
@@ -89,11 +89,6 @@ impl Source {
             backend: Backend::Postgres(pg),
             live: Live::Watched(events, None),
         })
-    }
-
-    /// Whether `db` names a PostgreSQL database rather than a SQLite file.
-    pub fn is_postgres_url(db: &str) -> bool {
-        db.starts_with("postgres://") || db.starts_with("postgresql://")
     }
 
     /// Live changes to the log.

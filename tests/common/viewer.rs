@@ -8,7 +8,7 @@ use super::{Proc, bin};
 use std::time::Duration;
 
 use lang_agent::auth::ApiKeys;
-use lang_agent::config::Secret;
+use lang_agent::redact::Secret;
 use lang_agent::store::{MessageKind, NewMessage, Store};
 use lang_agent::viewer::{Access, Source, router};
 

@@ -10,8 +10,8 @@
 use std::time::Instant;
 
 use super::TurnError;
-use crate::agent::memory::to_log;
 use crate::agent::AgentOutcome;
+use crate::agent::memory::to_log;
 use crate::llm::{ChatMessage, Role, Usage};
 use crate::store::{MessageKind, NewMessage, Store, StoreError, TurnOutcome, TurnStatus};
 

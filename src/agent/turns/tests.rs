@@ -10,7 +10,8 @@ use super::*;
 use crate::store::open_temp;
 
 /// What a scripted agent does with its sink; the one place that knows `Agent::answer`'s shape.
-type Script = Box<dyn Fn(AgentSink) -> BoxFuture<'static, Result<AgentOutcome, LlmError>> + Send + Sync>;
+type Script =
+    Box<dyn Fn(AgentSink) -> BoxFuture<'static, Result<AgentOutcome, LlmError>> + Send + Sync>;
 
 struct ScriptedAgent(Script);
 

@@ -17,7 +17,7 @@ use futures::future::BoxFuture;
 use rmcp::model::{
     CallToolRequestParams, ClientConfig, Implementation, ListToolsResult, PaginatedRequestParams,
 };
-use rmcp::service::{NotificationContext, RunningService, ServiceError};
+use rmcp::service::{ClientInitializeError, NotificationContext, RunningService, ServiceError};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
@@ -28,6 +28,25 @@ use tokio::sync::{mpsc, watch};
 use super::config::{McpServerConfig, McpTransport};
 use super::{child_env, legacy_sse};
 use crate::tools::{ToolError, ToolSource, ToolSpec};
+
+/// Why a server could not be connected. Logged, never fatal: the server is retried in the
+/// background.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{0}")]
+    Initialize(#[from] ClientInitializeError),
+    #[error("{0}")]
+    LegacySse(#[from] legacy_sse::LegacySseError),
+    #[error("cannot start {command:?}: {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    ListTools(#[from] ServiceError),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
 
 /// Longest wait for a server to connect and answer `initialize` and `tools/list`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -105,10 +124,10 @@ impl McpServer {
             let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
                 let running = connect(&self.config.transport, &http, handler).await?;
                 let tools = self.list_tools(running.peer()).await?;
-                Ok::<_, String>((running, tools))
+                Ok::<_, ConnectError>((running, tools))
             })
             .await
-            .unwrap_or_else(|_| Err(format!("no answer within {CONNECT_TIMEOUT:?}")));
+            .unwrap_or(Err(ConnectError::Timeout(CONNECT_TIMEOUT)));
             tried.send_replace(true);
             match connected {
                 Ok((running, tools)) => {
@@ -170,7 +189,7 @@ impl McpServer {
     }
 
     /// The server's tools, at most [`MAX_TOOLS_PER_SERVER`] of them.
-    async fn list_tools(&self, peer: &Peer<RoleClient>) -> Result<Vec<ToolSpec>, String> {
+    async fn list_tools(&self, peer: &Peer<RoleClient>) -> Result<Vec<ToolSpec>, ServiceError> {
         let listed = first_tools(|cursor| {
             peer.list_tools(Some(PaginatedRequestParams::default().with_cursor(cursor)))
         })
@@ -255,7 +274,7 @@ async fn connect(
     transport: &McpTransport,
     http: &reqwest::Client,
     handler: ListChangeHandler,
-) -> Result<RunningService<RoleClient, ListChangeHandler>, String> {
+) -> Result<RunningService<RoleClient, ListChangeHandler>, ConnectError> {
     match transport {
         McpTransport::StreamableHttp { url, headers } => {
             let custom = headers
@@ -267,16 +286,11 @@ async fn connect(
                 // Parallel tool calls on one server must not queue behind each other.
                 .max_concurrent_requests(8);
             let transport = StreamableHttpClientTransport::with_client(http.clone(), config);
-            handler.serve(transport).await.map_err(|e| e.to_string())
+            Ok(handler.serve(transport).await?)
         }
         McpTransport::Sse { url, headers } => {
-            let (sink, stream) = legacy_sse::connect(http, url, headers)
-                .await
-                .map_err(|e| e.to_string())?;
-            handler
-                .serve((sink, stream))
-                .await
-                .map_err(|e| e.to_string())
+            let (sink, stream) = legacy_sse::connect(http, url, headers).await?;
+            Ok(handler.serve((sink, stream)).await?)
         }
         McpTransport::Stdio { command, args, env } => {
             let mut cmd = tokio::process::Command::new(command);
@@ -287,7 +301,10 @@ async fn connect(
             let (child, stderr) = TokioChildProcess::builder(cmd)
                 .stderr(Stdio::piped())
                 .spawn()
-                .map_err(|e| format!("cannot start {command:?}: {e}"))?;
+                .map_err(|source| ConnectError::Spawn {
+                    command: command.clone(),
+                    source,
+                })?;
             if let Some(stderr) = stderr {
                 // A server's own log lines go to ours, at debug level, instead of our stderr.
                 let command = command.clone();
@@ -298,7 +315,7 @@ async fn connect(
                     }
                 });
             }
-            handler.serve(child).await.map_err(|e| e.to_string())
+            Ok(handler.serve(child).await?)
         }
     }
 }
@@ -312,7 +329,7 @@ struct FirstTools {
 
 /// Reads `tools/list` pages through `page` until the list ends, [`MAX_TOOLS_PER_SERVER`] are
 /// read, or [`MAX_TOOL_PAGES`] pages were read.
-async fn first_tools<F, Fut>(mut page: F) -> Result<FirstTools, String>
+async fn first_tools<F, Fut>(mut page: F) -> Result<FirstTools, ServiceError>
 where
     F: FnMut(Option<String>) -> Fut,
     Fut: Future<Output = Result<ListToolsResult, ServiceError>>,
@@ -320,7 +337,7 @@ where
     let mut tools = Vec::new();
     let mut cursor = None;
     for _ in 0..MAX_TOOL_PAGES {
-        let listed = page(cursor.take()).await.map_err(|e| e.to_string())?;
+        let listed = page(cursor.take()).await?;
         tools.extend(listed.tools.into_iter().map(|tool| ToolSpec {
             name: tool.name.to_string(),
             description: tool.description.as_deref().unwrap_or_default().to_string(),

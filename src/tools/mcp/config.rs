@@ -15,7 +15,7 @@
 //! that cannot be understood is an error naming the server, reported before the box starts.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -70,12 +70,35 @@ struct RawServer {
     disabled: bool,
 }
 
+/// The servers file's name in the config directory, unless `--mcp-config` or `agent.json`
+/// names another.
+pub const MCP_CONFIG_FILE: &str = "mcp_config.json";
+
+/// Why the servers file cannot be used: reported as one line before the box starts.
+#[derive(Debug, thiserror::Error)]
+pub enum McpConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `reason` names the server and what is wrong with it.
+    #[error("{}: {reason}", path.display())]
+    Invalid { path: PathBuf, reason: String },
+}
+
 /// The servers of the config file at `path`; a missing file means no MCP servers.
-pub fn load(path: &Path) -> Result<Vec<McpServerConfig>, String> {
+pub fn load(path: &Path) -> Result<Vec<McpServerConfig>, McpConfigError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text).map_err(|e| format!("{}: {e}", path.display())),
+        Ok(text) => parse(&text).map_err(|reason| McpConfigError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        Err(source) => Err(McpConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 

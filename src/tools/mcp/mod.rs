@@ -13,8 +13,13 @@ pub mod legacy_sse;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use client::McpServer;
-pub use config::{McpServerConfig, McpTransport};
+pub use client::{ConnectError, McpServer};
+pub use config::{MCP_CONFIG_FILE, McpConfigError, McpServerConfig, McpTransport};
+
+/// The HTTP client MCP servers share could not be built (the TLS set-up failed).
+#[derive(Debug, thiserror::Error)]
+#[error("MCP HTTP client: {0}")]
+pub struct HttpClientError(#[from] reqwest::Error);
 
 /// Starts every configured server's supervisor and waits up to `first_wait` for their first
 /// connection attempts, so that servers already up have their tools from the first turn. A
@@ -22,13 +27,12 @@ pub use config::{McpServerConfig, McpTransport};
 pub async fn start_all(
     configs: Vec<McpServerConfig>,
     first_wait: Duration,
-) -> Result<Vec<Arc<McpServer>>, String> {
+) -> Result<Vec<Arc<McpServer>>, HttpClientError> {
     // No read timeout: SSE streams stay open and quiet for as long as the server lives; calls
     // are bounded by the toolbox's per-tool timeout instead.
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| format!("MCP HTTP client: {e}"))?;
+        .build()?;
     let mut servers = Vec::new();
     let mut first_attempts = Vec::new();
     for config in configs {
