@@ -59,8 +59,14 @@ pub enum ViewerError {
     Template(#[from] askama::Error),
     #[error(transparent)]
     Url(#[from] crate::pg::PgUrlError),
+    #[error("{} does not exist (is --db or --data-dir right?)", .0.display())]
+    NoSuchFile(std::path::PathBuf),
     #[error("{0}")]
-    Setup(String),
+    PoolBuild(#[from] deadpool_postgres::BuildError),
+    #[error("{0}")]
+    Path(std::io::Error),
+    #[error("{0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Shared by every handler.

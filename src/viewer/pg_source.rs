@@ -47,10 +47,7 @@ impl PgSource {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        let pool = Pool::builder(manager)
-            .max_size(8)
-            .build()
-            .map_err(|e| ViewerError::Setup(e.to_string()))?;
+        let pool = Pool::builder(manager).max_size(8).build()?;
         let source = PgSource { pool };
         source.ping().await?;
         Ok(source)
@@ -325,9 +322,7 @@ async fn listen(
         }
     }
     drop(client);
-    driver
-        .await
-        .map_err(|e| ViewerError::Setup(e.to_string()))??;
+    driver.await??;
     Ok(())
 }
 

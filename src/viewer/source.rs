@@ -56,10 +56,7 @@ impl Source {
     /// exist: a mistyped path should not silently show an empty new database.
     pub async fn open_sqlite_file(path: &Path) -> Result<Source, ViewerError> {
         if !path.is_file() {
-            return Err(ViewerError::Setup(format!(
-                "{} does not exist (is --db or --data-dir right?)",
-                path.display()
-            )));
+            return Err(ViewerError::NoSuchFile(path.to_path_buf()));
         }
         let store = Store::open(path)?;
         let (events, _) = broadcast::channel(1024);

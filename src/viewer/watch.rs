@@ -39,7 +39,7 @@ pub async fn spawn(
     events: broadcast::Sender<StoreEvent>,
     known: Arc<Mutex<KnownCounts>>,
 ) -> Result<WalWatch, ViewerError> {
-    let db_path = std::path::absolute(db_path).map_err(|e| ViewerError::Setup(e.to_string()))?;
+    let db_path = std::path::absolute(db_path).map_err(ViewerError::Path)?;
     let dir = db_path
         .parent()
         .map(Path::to_path_buf)
