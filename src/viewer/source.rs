@@ -3,7 +3,7 @@
 //!
 //! The in-process source is built from the server's [`Store`] so live updates come straight
 //! from [`Store::subscribe`]; the other two have a watcher of their own (see `watch.rs` and
-//! `postgres.rs`) that feeds a broadcast channel of the same events.
+//! `pg_source.rs`) that feeds a broadcast channel of the same events.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
