@@ -33,8 +33,9 @@ use crate::tools::{ToolError, ToolSource, ToolSpec};
 /// background.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// Boxed: rmcp's initialize error is large, and this travels in every `Result` here.
     #[error("{0}")]
-    Initialize(#[from] ClientInitializeError),
+    Initialize(Box<ClientInitializeError>),
     #[error("{0}")]
     LegacySse(#[from] legacy_sse::LegacySseError),
     #[error("cannot start {command:?}: {source}")]
@@ -46,6 +47,12 @@ pub enum ConnectError {
     ListTools(#[from] ServiceError),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+}
+
+impl From<ClientInitializeError> for ConnectError {
+    fn from(error: ClientInitializeError) -> Self {
+        ConnectError::Initialize(Box::new(error))
+    }
 }
 
 /// Longest wait for a server to connect and answer `initialize` and `tools/list`.
