@@ -330,6 +330,28 @@ mod tests {
     }
 
     #[test]
+    fn serve_help_shows_the_defaults_config_applies() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let help = cli
+            .find_subcommand_mut("serve")
+            .expect("serve")
+            .render_help()
+            .to_string();
+        for shown in [
+            "[default: route]",
+            "[default: qwen-flash]",
+            "[default: tool]",
+            "[default: 6]",
+            "[default: 20]",
+            "[default: <config-dir>/mcp_config.json]",
+            "[default: 8590]",
+        ] {
+            assert!(help.contains(shown), "{shown} missing from:\n{help}");
+        }
+    }
+
+    #[test]
     fn export_needs_exactly_one_destination_and_conn_str_does_not_block_sql() {
         let args = export_args(&["--to", "postgres://h/db", "--box-id", "b1", "--follow"]).unwrap();
         assert_eq!(args.interval_secs, 2);
