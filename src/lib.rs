@@ -5,6 +5,8 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod llm;
 pub mod mock_llm;
 pub mod server;

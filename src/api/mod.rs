@@ -6,11 +6,11 @@
 
 pub mod auth;
 mod body;
-mod dashscope;
+pub(crate) mod dashscope;
 mod dashscope_sse;
-mod dialogue;
+pub(crate) mod dialogue;
 pub mod error;
-mod openai;
+pub(crate) mod openai;
 mod openai_sse;
 mod stream;
 
