@@ -100,7 +100,11 @@ pub fn mcp_config(data: &[u8]) {
         Ok(servers) => {
             for server in servers {
                 if let Some(timeout) = server.timeout {
-                    assert!(!timeout.is_zero(), "{}: zero timeout", server.name);
+                    assert!(
+                        !timeout.is_zero() && timeout <= config::MAX_TIMEOUT,
+                        "{}: timeout {timeout:?}",
+                        server.name
+                    );
                 }
                 match server.transport {
                     McpTransport::Stdio { command, .. } => {
@@ -269,6 +273,15 @@ mod tests {
             let parsed = config::parse(std::str::from_utf8(&text).unwrap());
             assert!(parsed.is_ok(), "{name}: {parsed:?}");
         }
+    }
+
+    /// Inputs the fuzzers found crashes with, replayed: each is fixed, and must stay fixed.
+    #[test]
+    fn crashes_found_by_fuzzing_stay_fixed() {
+        // An MCP server timeout too large for a Duration panicked in from_secs_f64.
+        mcp_config(
+            br#"{"xiaozhi": {"url": "http://127.0.0.1:9000/mcp", "timeout": 116666666666666666666666666666666666666666666666666666666666666666666666666666666666666666666666,}}"#,
+        );
     }
 
     #[test]
