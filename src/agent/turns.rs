@@ -9,6 +9,8 @@
 //! - Each turn runs in its own task, so a client that goes away cannot cut the bookkeeping
 //!   short: dropping the [`TurnHandle`] cancels the turn, which stops the model call and keeps
 //!   the partial answer, marked interrupted.
+//! - A thread named from parts (an app and a device, [`ThreadChoice::for_app`]) is named so
+//!   that different parts never share a thread.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
