@@ -9,12 +9,11 @@
 //!
 //! `cargo bench --bench router` (`BENCH_TURNS` sets N, default 50).
 
-#[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{KEY, Mock, Server, http};
+use common::{KEY, Mock, Server, http, ms, percentile};
 use futures::StreamExt;
 use serde_json::json;
 
@@ -51,15 +50,6 @@ async fn one_turn(client: &reqwest::Client, server: &Server, session: &str) -> S
         first_token: first_token.expect("an answer frame"),
         total: started.elapsed(),
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 async fn measure(server: &Server, graph: &str, turns: usize) -> (Vec<Duration>, Vec<Duration>) {

@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 # layers marked `+` allow imports (the commands use config and cli; leaves use each other),
 # and never in a cycle.
 LAYERS=(
-    "+ main cli config commands"  # the binary, its command line, its commands
+    "+ main cli config commands fuzzing" # the binary, its command line, its commands; fuzz entries
     "- api viewer export mock_llm" # surfaces and whole features, independent of each other
     "- agent"                      # turns: the runner, the graphs
     "- tools llm"                  # what the agent calls

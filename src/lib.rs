@@ -8,6 +8,8 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod llm;
 pub mod logging;

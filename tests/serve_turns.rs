@@ -212,6 +212,65 @@ async fn app_scoped_memory_survives_new_session_ids() {
 }
 
 #[tokio::test]
+async fn app_scoped_threads_of_different_apps_and_devices_never_share_memory() {
+    let mock = Mock::start(0, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &mock.base_url,
+        &["--memory-scope", "app"],
+    );
+    let call = |app: &str, session: &str, text: &str| {
+        let request = http()
+            .post(format!("{}/api/apps/{app}/completion", server.url))
+            .bearer_auth(KEY)
+            .json(
+                &json!({"input": {"messages": [{"role": "user", "content": text}],
+                                    "session_id": session}}),
+            );
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    // App `kitchen` on device `speaker`, then app `kitchen_speaker` with no device.
+    let (status, a) = call("kitchen", "c_speaker", "the oven is hot").await;
+    assert_eq!(status, 200, "{a}");
+    let (status, b) = call("kitchen_speaker", "3f2b-uuid", "play jazz").await;
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(
+        b["output"]["text"],
+        "You said: play jazz. I remember: play jazz."
+    );
+    let (_, a2) = call("kitchen", "c2_speaker", "is it hot").await;
+    assert_eq!(
+        a2["output"]["text"],
+        "You said: is it hot. I remember: the oven is hot | is it hot."
+    );
+    let db = server.db();
+    assert_eq!(log_rows(&db, "kitchen/speaker").len(), 4);
+    assert_eq!(log_rows(&db, "kitchen_speaker").len(), 2);
+    assert!(a["output"]["text"].as_str().unwrap().contains("oven"));
+
+    // An app id that holds the separator (axum decodes %2F) is refused, and nothing is stored.
+    let (status, error) = call("kitchen%2Fspeaker", "x_dev", "hello").await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["code"], "InvalidParameter");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("kitchen/speaker")
+    );
+    assert!(error["request_id"].is_string());
+    let conversations: i64 = db
+        .query_row("SELECT count(*) FROM conversations", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(conversations, 2);
+}
+
+#[tokio::test]
 async fn keep_alive_comments_flow_while_the_model_is_silent() {
     let mock = Mock::start(0, 0);
     let dir = tempfile::tempdir().unwrap();

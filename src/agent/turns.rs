@@ -16,6 +16,8 @@
 //!   committed; if it fails, the client gets a store error instead.
 //! - A turn is closed whatever happens to its task: if the task dies (a panic), the turn is
 //!   closed as interrupted with what was said so far.
+//! - A thread named from parts (an app and a device, [`ThreadChoice::for_app`]) is named so
+//!   that different parts never share a thread.
 
 mod client;
 mod recorder;
@@ -69,6 +71,40 @@ pub enum ThreadChoice {
     Remember(String),
     /// A new thread, started from the messages the client carried.
     Start,
+}
+
+/// Separates the app from the device in an app-scoped thread name. App ids may not contain
+/// it, so a name splits back into its parts at its first separator.
+pub const APP_DEVICE_SEPARATOR: char = '/';
+
+/// Why parts cannot name a thread.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ThreadNameError {
+    #[error("app id is empty")]
+    EmptyAppId,
+    #[error(
+        "app id {0:?} contains {APP_DEVICE_SEPARATOR:?}, which separates the app from the device in a thread name"
+    )]
+    SeparatorInAppId(String),
+}
+
+impl ThreadChoice {
+    /// The thread an app's turns share whatever session they come in on (`--memory-scope app`):
+    /// the app id alone without a device (the name such threads always had), and
+    /// `{app_id}/{device}` with one. Since app ids never hold the separator, the name tells its
+    /// parts apart again: two different (app, device) pairs never share a thread.
+    pub fn for_app(app_id: &str, device: Option<&str>) -> Result<ThreadChoice, ThreadNameError> {
+        if app_id.is_empty() {
+            return Err(ThreadNameError::EmptyAppId);
+        }
+        if app_id.contains(APP_DEVICE_SEPARATOR) {
+            return Err(ThreadNameError::SeparatorInAppId(app_id.to_string()));
+        }
+        Ok(ThreadChoice::Remember(match device {
+            Some(device) => format!("{app_id}{APP_DEVICE_SEPARATOR}{device}"),
+            None => app_id.to_string(),
+        }))
+    }
 }
 
 /// A turn to run.
@@ -429,3 +465,72 @@ impl Drop for SlotGuard<'_> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod thread_name_tests {
+    use super::*;
+
+    fn name(app: &str, device: Option<&str>) -> String {
+        match ThreadChoice::for_app(app, device).unwrap() {
+            ThreadChoice::Remember(name) => name,
+            ThreadChoice::Start => unreachable!("an app always names a thread"),
+        }
+    }
+
+    #[test]
+    fn an_app_without_a_device_keeps_its_old_thread_name() {
+        assert_eq!(name("kitchen", None), "kitchen");
+    }
+
+    #[test]
+    fn an_app_and_its_device_never_collide_with_another_app() {
+        // The collision the old `{app}_{device}` naming had.
+        assert_ne!(
+            name("kitchen", Some("speaker")),
+            name("kitchen_speaker", None)
+        );
+        assert_eq!(name("kitchen", Some("speaker")), "kitchen/speaker");
+    }
+
+    #[test]
+    fn different_parts_always_name_different_threads() {
+        let apps = ["a", "a_b", "a_b_c", "b", "b_c", "a-", "_", "a__b"];
+        let devices = [
+            None,
+            Some(""),
+            Some("b"),
+            Some("c"),
+            Some("b_c"),
+            Some("b/c"),
+            Some("/"),
+            Some("c/"),
+        ];
+        let mut seen = std::collections::HashMap::new();
+        for app in apps {
+            for device in devices {
+                let thread = name(app, device);
+                if let Some(earlier) = seen.insert(thread.clone(), (app, device)) {
+                    panic!("{earlier:?} and {:?} both name {thread:?}", (app, device));
+                }
+                // The name splits back into exactly its parts.
+                let parts = match thread.split_once(APP_DEVICE_SEPARATOR) {
+                    Some((a, d)) => (a, Some(d)),
+                    None => (thread.as_str(), None),
+                };
+                assert_eq!(parts, (app, device));
+            }
+        }
+    }
+
+    #[test]
+    fn app_ids_that_could_be_misread_are_refused() {
+        assert_eq!(
+            ThreadChoice::for_app("kitchen/speaker", None),
+            Err(ThreadNameError::SeparatorInAppId("kitchen/speaker".into()))
+        );
+        assert_eq!(
+            ThreadChoice::for_app("", Some("speaker")),
+            Err(ThreadNameError::EmptyAppId)
+        );
+    }
+}

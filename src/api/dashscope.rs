@@ -16,13 +16,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Deserialize;
 
-use super::AppState;
 use super::body::parse_json;
 use super::dashscope_sse::{DashScopeFrames, response_body};
 use super::dialogue::{Dialogue, WireMessage, check_thread_id, device_of};
 use super::error::ApiError;
 use super::stream::{self, sse_response};
-use crate::agent::turns::{MemoryScope, ThreadChoice};
+use super::{ApiSettings, AppState};
+use crate::agent::turns::{MemoryScope, ThreadChoice, TurnRequest};
 
 pub fn routes() -> Router<AppState> {
     let completion = post(completion);
@@ -101,14 +101,27 @@ async fn answer(
     }
 }
 
-async fn run(
-    app: AppState,
-    app_id: String,
-    path_session: Option<String>,
-    headers: &HeaderMap,
+/// A DashScope call, parsed and checked: the turn to run and how to answer it.
+#[derive(Debug)]
+pub struct AppCall {
+    pub turn: TurnRequest,
+    /// The session id the client named (in the body or the path), echoed back in every answer.
+    pub session_id: Option<String>,
+    /// The client asked for a stream (by header, in the body or in `parameters`).
+    pub streaming: bool,
+    /// Each event carries only the new text (`parameters.incremental_output`).
+    pub incremental: bool,
+}
+
+/// Reads a call from its body, headers and path parts into the turn to run. Pure: the handler
+/// and the fuzz target (`crate::fuzzing`) run exactly this.
+pub fn parse_call(
     body: Result<Bytes, BytesRejection>,
-    request_id: &str,
-) -> Result<Response, ApiError> {
+    headers: &HeaderMap,
+    app_id: &str,
+    path_session: Option<String>,
+    settings: &ApiSettings,
+) -> Result<AppCall, ApiError> {
     let request: AppRequest = parse_json(body)?;
     let parameters = request.parameters.unwrap_or_default();
     let streaming = wants_stream(headers)
@@ -130,26 +143,41 @@ async fn run(
     if let Some(id) = &session_id {
         check_thread_id(id, "input.session_id")?;
     }
-    check_thread_id(&app_id, "app_id")?;
-    let device = session_id
-        .as_deref()
-        .and_then(device_of)
-        .map(str::to_string);
-    let thread = match (&session_id, app.settings.memory_scope) {
+    check_thread_id(app_id, "app_id")?;
+    let device = session_id.as_deref().and_then(device_of);
+    let thread = match (&session_id, settings.memory_scope) {
         (None, _) => ThreadChoice::Start,
         (Some(id), MemoryScope::Session) => ThreadChoice::Remember(id.clone()),
-        (Some(_), MemoryScope::App) => ThreadChoice::Remember(match &device {
-            Some(device) => format!("{app_id}_{device}"),
-            None => app_id.clone(),
-        }),
+        (Some(_), MemoryScope::App) => {
+            ThreadChoice::for_app(app_id, device).map_err(|e| ApiError::invalid(e.to_string()))?
+        }
     };
+    let device = device.map(str::to_string);
     let mut turn = dialogue.into_turn(thread, device)?;
-    turn.streaming = streaming && !app.settings.fake_stream;
-    let turn = app.turns.start(turn);
+    turn.streaming = streaming && !settings.fake_stream;
+    Ok(AppCall {
+        turn,
+        session_id,
+        streaming,
+        incremental,
+    })
+}
+
+async fn run(
+    app: AppState,
+    app_id: String,
+    path_session: Option<String>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    request_id: &str,
+) -> Result<Response, ApiError> {
+    let call = parse_call(body, headers, &app_id, path_session, &app.settings)?;
+    let streaming = call.streaming;
+    let turn = app.turns.start(call.turn);
     // Xiaozhi expects its own session id back; a new thread's id is how the caller continues it.
-    let session_id = session_id.unwrap_or_else(|| turn.thread_id.clone());
+    let session_id = call.session_id.unwrap_or_else(|| turn.thread_id.clone());
     let request_id = request_id.to_string();
-    let mut frames = DashScopeFrames::new(request_id.clone(), session_id.clone(), incremental);
+    let mut frames = DashScopeFrames::new(request_id.clone(), session_id.clone(), call.incremental);
 
     if streaming && !app.settings.fake_stream {
         let early = {

@@ -6,12 +6,12 @@
 //! truth about the store: a write that failed or a data disk nearly full is a 503.
 
 mod body;
-mod dashscope;
+pub(crate) mod dashscope;
 mod dashscope_sse;
-mod dialogue;
+pub(crate) mod dialogue;
 pub mod error;
 mod framework_errors;
-mod openai;
+pub(crate) mod openai;
 mod openai_sse;
 mod stream;
 

@@ -21,7 +21,7 @@ use super::dialogue::{Dialogue, WireMessage, check_thread_id, device_of};
 use super::error::{ApiError, ErrorKind};
 use super::openai_sse::{OpenAiChunks, usage_json};
 use super::stream;
-use crate::agent::turns::ThreadChoice;
+use crate::agent::turns::{ThreadChoice, TurnRequest};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -60,7 +60,19 @@ async fn chat_completions(
     }
 }
 
-async fn run(app: AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+/// A chat completion call, parsed and checked: the turn to run and how to answer it.
+#[derive(Debug)]
+pub struct ChatCall {
+    pub turn: TurnRequest,
+    /// The model the client named, if any (it gets its name back).
+    pub model: Option<String>,
+    /// `stream_options.include_usage`: a last chunk carries the usage.
+    pub include_usage: bool,
+}
+
+/// Reads a call's body into the turn to run. Pure: the handler and the fuzz target
+/// (`crate::fuzzing`) run exactly this.
+pub fn parse_call(body: Result<Bytes, BytesRejection>) -> Result<ChatCall, ApiError> {
     let request: ChatCompletionRequest = parse_json(body)?;
     let dialogue = Dialogue::from_wire(request.messages)?;
     if let Some(id) = &request.thread_id {
@@ -77,20 +89,30 @@ async fn run(app: AppState, body: Result<Bytes, BytesRejection>) -> Result<Respo
     };
     let mut turn = dialogue.into_turn(thread, device)?;
     turn.streaming = request.stream.unwrap_or(false);
-    let turn = app.turns.start(turn);
+    Ok(ChatCall {
+        turn,
+        model: request.model,
+        include_usage: request
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false),
+    })
+}
+
+async fn run(app: AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let call = parse_call(body)?;
+    let streaming = call.turn.streaming;
+    let include_usage = call.include_usage;
+    let turn = app.turns.start(call.turn);
     // Clients name whatever model they like; they get their name back.
-    let model = request
+    let model = call
         .model
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| app.turns.model_name().to_string());
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = chrono::Utc::now().timestamp();
 
-    if request.stream.unwrap_or(false) {
-        let include_usage = request
-            .stream_options
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false);
+    if streaming {
         let chunks = OpenAiChunks::new(id, created, model, include_usage);
         return Ok(
             stream::respond(turn, chunks, app.settings.keepalive, ApiError::into_openai).await,

@@ -22,6 +22,10 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::Value;
 
+/// The longest per-server tool time limit accepted: a day is already far past any tool call,
+/// and a bound keeps every value a valid `Duration` (a huge float is not).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// One MCP server to connect to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct McpServerConfig {
@@ -178,10 +182,13 @@ impl<'de> Deserialize<'de> for OrderedObject {
 fn server(name: &str, raw: RawServer) -> Result<McpServerConfig, String> {
     let timeout = match raw.timeout {
         None => None,
-        Some(secs) if secs > 0.0 && secs.is_finite() => Some(Duration::from_secs_f64(secs)),
+        Some(secs) if secs > 0.0 && secs <= MAX_TIMEOUT.as_secs_f64() => {
+            Some(Duration::from_secs_f64(secs))
+        }
         Some(secs) => {
             return Err(format!(
-                "timeout {secs} must be a positive number of seconds"
+                "timeout {secs} must be a positive number of seconds, at most {}",
+                MAX_TIMEOUT.as_secs()
             ));
         }
     };
@@ -370,5 +377,19 @@ mod tests {
             "{error}"
         );
         assert_eq!(load(Path::new("/nonexistent/mcp_config.json")).unwrap(), []);
+    }
+
+    #[test]
+    fn a_timeout_too_large_for_a_duration_is_an_error_not_a_crash() {
+        // Found by the mcp_config fuzz target: Duration::from_secs_f64 panics past u64 seconds.
+        for timeout in ["1e300", "18446744073709551616", "1.7976931348623157e308"] {
+            let text = format!(r#"{{"a": {{"url": "http://h/x", "timeout": {timeout}}}}}"#);
+            let error = parse(&text).unwrap_err();
+            assert!(error.contains("server \"a\": timeout"), "{error}");
+        }
+        // The largest limit accepted is a day; anything up to it is taken as written.
+        let servers = parse(r#"{"a": {"url": "http://h/x", "timeout": 86400}}"#).unwrap();
+        assert_eq!(servers[0].timeout, Some(Duration::from_secs(86_400)));
+        assert!(parse(r#"{"a": {"url": "http://h/x", "timeout": 86401}}"#).is_err());
     }
 }
