@@ -16,7 +16,9 @@ use crate::api::dashscope::{self, AppCall};
 use crate::api::dialogue::MAX_THREAD_ID_BYTES;
 use crate::api::error::ApiError;
 use crate::api::openai;
-use crate::llm::Role;
+use crate::llm::{
+    AnswerLimits, FINISH_LENGTH, LlmError, MAX_TOOL_CALLS_PER_STEP, Role, assemble_sse,
+};
 use crate::tools::mcp::config::{self, McpTransport};
 
 /// App ids a DashScope call may name in its path, the awkward ones included (axum decodes
@@ -118,6 +120,54 @@ pub fn mcp_config(data: &[u8]) {
             }
         }
         Err(message) => assert!(!message.is_empty(), "an error says what is wrong"),
+    }
+}
+
+/// The answer limit the upstream target runs with: small, so the fuzzer reaches the cut.
+const FUZZ_MAX_ANSWER_BYTES: usize = 2048;
+
+/// Runs `data` as an upstream's streamed chat-completions body through [`assemble_sse`], the
+/// path `LlmClient::stream` takes, cut into network chunks at the points the first byte picks
+/// (so chunk boundaries fall inside lines, events and UTF-8 sequences). Checks that the answer
+/// never outgrows the limit, that a cut answer says `length`, that tool calls stay within the
+/// per-answer bound, and that what the client heard is exactly the stored text.
+pub fn upstream_sse(data: &[u8]) {
+    let Some((&step, body)) = data.split_first() else {
+        return;
+    };
+    let step = usize::from(step % 32) + 1;
+    let chunks: Vec<Result<Bytes, LlmError>> = body
+        .chunks(step)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    let limits = AnswerLimits {
+        max_answer_bytes: FUZZ_MAX_ANSWER_BYTES,
+    };
+    let mut heard = String::new();
+    let result = futures::executor::block_on(assemble_sse(
+        futures::stream::iter(chunks),
+        limits,
+        &mut |piece: &str| heard.push_str(piece),
+    ));
+    let Ok(done) = result else { return };
+    let calls = &done.message.tool_calls;
+    let size = done.message.content.len()
+        + calls
+            .iter()
+            .map(|c| c.id.len() + c.function.name.len() + c.function.arguments.len())
+            .sum::<usize>();
+    assert!(size <= FUZZ_MAX_ANSWER_BYTES, "answer of {size} bytes");
+    assert!(
+        calls.len() <= MAX_TOOL_CALLS_PER_STEP,
+        "{} tool calls",
+        calls.len()
+    );
+    assert_eq!(
+        heard, done.message.content,
+        "the client heard what is stored"
+    );
+    if size == FUZZ_MAX_ANSWER_BYTES {
+        assert_eq!(done.finish_reason.as_deref(), Some(FINISH_LENGTH));
     }
 }
 
@@ -272,6 +322,20 @@ mod tests {
             mcp_config(&text);
             let parsed = config::parse(std::str::from_utf8(&text).unwrap());
             assert!(parsed.is_ok(), "{name}: {parsed:?}");
+        }
+    }
+
+    #[test]
+    fn upstream_seeds_are_answers_the_box_assembles() {
+        for (name, body) in seeds("upstream_sse") {
+            upstream_sse(&body);
+            let chunks = vec![Ok::<_, LlmError>(Bytes::from(body[1..].to_vec()))];
+            let done = futures::executor::block_on(assemble_sse(
+                futures::stream::iter(chunks),
+                AnswerLimits::default(),
+                &mut |_: &str| {},
+            ));
+            assert!(done.is_ok(), "{name}: {done:?}");
         }
     }
 
