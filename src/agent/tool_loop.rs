@@ -21,7 +21,7 @@ use std::time::Instant;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::prompts::Prompts;
+use super::prompts::{PromptName, Prompts};
 use super::{
     Agent, AgentOutcome, AgentSink, FinishReason, TurnInput, cut_before_text,
     tool_calls_without_tools,
@@ -41,8 +41,8 @@ pub struct ToolAgent {
     llm: LlmClient,
     model: String,
     prompts: Prompts,
-    /// Which prompt is the system prompt: `tool` for the route graph's branch, `chat` for react.
-    prompt: &'static str,
+    /// Which prompt is the system prompt: `Tool` for the route graph's branch, `Chat` for react.
+    prompt: PromptName,
     toolbox: Arc<Toolbox>,
     max_steps: usize,
 }
@@ -52,7 +52,7 @@ impl ToolAgent {
         llm: LlmClient,
         model: impl Into<String>,
         prompts: Prompts,
-        prompt: &'static str,
+        prompt: PromptName,
         toolbox: Arc<Toolbox>,
         max_steps: usize,
     ) -> ToolAgent {
