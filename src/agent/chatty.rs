@@ -148,7 +148,7 @@ impl Agent for ChattyToolAgent {
         input: &'a TurnInput,
         sink: AgentSink,
     ) -> BoxFuture<'a, Result<AgentOutcome, LlmError>> {
-        if input.streaming {
+        if input.options.streaming {
             self.run(input, sink).boxed()
         } else {
             self.tool_branch.answer(input, sink)

@@ -118,7 +118,7 @@ impl RouteGraph {
     }
 
     async fn run(&self, input: &TurnInput, sink: AgentSink) -> Result<AgentOutcome, LlmError> {
-        if input.instructions.is_some() {
+        if input.options.instructions.is_some() {
             return self.chat.answer(input, sink).await;
         }
         let (chat_sink, mut chat_events) = AgentSink::channel();

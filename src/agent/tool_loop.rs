@@ -69,9 +69,9 @@ impl ToolAgent {
     async fn run(&self, input: &TurnInput, sink: &AgentSink) -> Result<AgentOutcome, LlmError> {
         // A client that sent its own instructions (Xiaozhi's intent and memory helpers) asked
         // for a specific job in a specific shape: that is answered as asked, without tools.
-        let tools = match &input.instructions {
+        let tools = match &input.options.instructions {
             Some(_) => Vec::new(),
-            None => self.toolbox.definitions(input.device_id.is_some()),
+            None => self.toolbox.definitions(input.options.device_id.is_some()),
         };
         let mut messages = input.model_messages(&self.prompts.get(self.prompt));
         let mut usage = Usage::default();
@@ -124,7 +124,7 @@ impl ToolAgent {
                 }
             }
             sink.message(reply.clone());
-            let device = input.device_id.as_deref();
+            let device = input.options.device_id.as_deref();
             let results = futures::future::join_all(
                 reply
                     .tool_calls
