@@ -12,8 +12,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use crate::agent::turns::MemoryScope;
 use crate::agent::turns::{APP_DEVICE_SEPARATOR, ThreadChoice, TurnRequest};
 use crate::api::ApiSettings;
+use crate::api::call::MAX_THREAD_ID_BYTES;
 use crate::api::dashscope::{self, AppCall};
-use crate::api::dialogue::MAX_THREAD_ID_BYTES;
 use crate::api::error::ApiError;
 use crate::api::openai;
 use crate::llm::{
@@ -195,11 +195,11 @@ fn check_turn(turn: &TurnRequest) {
             assert!(!id.is_empty(), "empty thread id");
             // A remembered thread takes only the newest user turn; its memory is the rest.
             assert_eq!(turn.new_messages.len(), 1, "{turn:?}");
-            assert!(turn.instructions.is_none(), "{turn:?}");
+            assert!(turn.options.instructions.is_none(), "{turn:?}");
         }
         ThreadChoice::Start => {}
     }
-    if let Some(device) = &turn.device_id {
+    if let Some(device) = &turn.options.device_id {
         assert!(!device.is_empty(), "empty device id");
     }
 }
@@ -214,7 +214,7 @@ fn check_app_call(
     assert!(!app_id.is_empty() && app_id.len() <= MAX_THREAD_ID_BYTES);
     assert!(!app_id.chars().any(char::is_control), "{app_id:?}");
     assert_eq!(
-        call.turn.streaming,
+        call.turn.options.streaming,
         call.streaming && !settings.fake_stream,
         "fake streaming runs the turn collected"
     );
@@ -225,7 +225,7 @@ fn check_app_call(
     if call.session_id.is_none() {
         assert!(path_session.is_none_or(str::is_empty));
     }
-    if let Some(device) = &call.turn.device_id {
+    if let Some(device) = &call.turn.options.device_id {
         let session = call
             .session_id
             .as_deref()
@@ -246,7 +246,7 @@ fn check_app_call(
                 Some((app, device)) => (app, Some(device)),
                 None => (id.as_str(), None),
             };
-            assert_eq!(parts, (app_id, call.turn.device_id.as_deref()));
+            assert_eq!(parts, (app_id, call.turn.options.device_id.as_deref()));
         }
         (thread, session, scope) => {
             panic!("thread {thread:?} for session {session:?} under {scope:?}")

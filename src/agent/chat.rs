@@ -9,7 +9,7 @@
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::prompts::Prompts;
+use super::prompts::{PromptName, Prompts};
 use super::{
     Agent, AgentOutcome, AgentSink, FinishReason, TurnInput, cut_before_text,
     tool_calls_without_tools,
@@ -42,7 +42,7 @@ impl ChatAgent {
 
     /// One chat model call into `sink`.
     pub async fn speak(&self, input: &TurnInput, sink: &AgentSink) -> Result<ChatAnswer, LlmError> {
-        let messages = input.model_messages(&self.prompts.get("chat"));
+        let messages = input.model_messages(&self.prompts.get(PromptName::Chat));
         let request = ChatRequest {
             model: &self.model,
             messages: &messages,

@@ -20,7 +20,7 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::prompts::Prompts;
+use super::prompts::{PromptName, Prompts};
 use super::{Agent, AgentEvent, AgentOutcome, AgentSink, TurnInput, tool_calls_without_tools};
 use crate::llm::{ChatMessage, ChatRequest, LlmClient, LlmError, Usage};
 
@@ -52,7 +52,7 @@ impl ChattyToolAgent {
         input: &TurnInput,
         pieces: mpsc::UnboundedSender<String>,
     ) -> Result<Usage, LlmError> {
-        let messages = input.model_messages(&self.prompts.get("chatty"));
+        let messages = input.model_messages(&self.prompts.get(PromptName::Chatty));
         let request = ChatRequest {
             model: &self.filler_model,
             messages: &messages,
@@ -148,7 +148,7 @@ impl Agent for ChattyToolAgent {
         input: &'a TurnInput,
         sink: AgentSink,
     ) -> BoxFuture<'a, Result<AgentOutcome, LlmError>> {
-        if input.streaming {
+        if input.options.streaming {
             self.run(input, sink).boxed()
         } else {
             self.tool_branch.answer(input, sink)

@@ -16,7 +16,7 @@ use std::time::Duration;
 use super::Agent;
 use super::chat::ChatAgent;
 use super::chatty::ChattyToolAgent;
-use super::prompts::Prompts;
+use super::prompts::{PromptName, Prompts};
 use super::router::RouteGraph;
 use super::tool_loop::ToolAgent;
 use crate::llm::LlmClient;
@@ -69,7 +69,7 @@ pub fn build(
             llm,
             chat_model,
             prompts,
-            "chat",
+            PromptName::Chat,
             toolbox,
             config.max_tool_steps,
         )),
@@ -78,7 +78,7 @@ pub fn build(
                 llm.clone(),
                 config.tool_model.clone(),
                 prompts.clone(),
-                "tool",
+                PromptName::Tool,
                 toolbox,
                 config.max_tool_steps,
             ));

@@ -20,28 +20,37 @@ use tokio::sync::mpsc;
 
 use crate::llm::{ChatMessage, Completion, FINISH_LENGTH, LlmError, Usage};
 
+/// What a client asks of a turn besides its messages: where it comes from and how it wants
+/// the answer. The request ([`turns::TurnRequest`]) and the agent's input ([`TurnInput`]) both
+/// carry it whole, so a new field of a turn is added here once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TurnOptions {
+    /// The device the turn comes from, when the session id names one.
+    pub device_id: Option<String>,
+    /// System instructions the client carried on a stateless call (Xiaozhi's intent and memory
+    /// helpers send whole prompts). When present they replace the agent's own chat prompt.
+    pub instructions: Option<String>,
+    /// The client hears text as it is produced (not collected into one reply). Collected
+    /// answers must not contain filler, so chatty mode speaks only when this is set.
+    pub streaming: bool,
+}
+
 /// What the agent is given for one turn.
 #[derive(Debug, Clone)]
 pub struct TurnInput {
     pub thread_id: String,
-    /// The device the turn comes from, when the session id names one.
-    pub device_id: Option<String>,
     /// The conversation the model should see, oldest first, ending with the new user turn.
     /// Never holds system messages.
     pub history: Vec<ChatMessage>,
-    /// System instructions the client carried on a stateless call (Xiaozhi's intent and memory
-    /// helpers send whole prompts). When present they replace the agent's own chat prompt.
-    pub instructions: Option<String>,
-    /// The client hears text as it is produced. Collected (non-stream) answers must not
-    /// contain filler, so chatty mode speaks only when this is set.
-    pub streaming: bool,
+    /// The client's options, as the turn was requested.
+    pub options: TurnOptions,
 }
 
 impl TurnInput {
     /// What a model call is sent: one system message, then the conversation. The system text
     /// is the client's own instructions when it carried some, else the agent's `prompt`.
     pub fn model_messages(&self, prompt: &str) -> Vec<ChatMessage> {
-        let system = self.instructions.as_deref().unwrap_or(prompt);
+        let system = self.options.instructions.as_deref().unwrap_or(prompt);
         let mut messages = Vec::with_capacity(self.history.len() + 4);
         messages.push(ChatMessage::system(system));
         messages.extend(self.history.iter().cloned());

@@ -30,7 +30,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 
 use super::chat::{ChatAgent, ChatAnswer};
-use super::prompts::Prompts;
+use super::prompts::{PromptName, Prompts};
 use super::{Agent, AgentEvent, AgentOutcome, AgentSink, TurnInput};
 use crate::llm::{ChatRequest, LlmClient, LlmError, Usage};
 
@@ -83,7 +83,7 @@ impl RouteGraph {
 
     /// Asks the router model where the turn goes.
     async fn route(&self, input: &TurnInput) -> (Route, Usage) {
-        let messages = input.model_messages(&self.prompts.get("route"));
+        let messages = input.model_messages(&self.prompts.get(PromptName::Route));
         let request = ChatRequest {
             model: &self.router_model,
             messages: &messages,
@@ -118,7 +118,7 @@ impl RouteGraph {
     }
 
     async fn run(&self, input: &TurnInput, sink: AgentSink) -> Result<AgentOutcome, LlmError> {
-        if input.instructions.is_some() {
+        if input.options.instructions.is_some() {
             return self.chat.answer(input, sink).await;
         }
         let (chat_sink, mut chat_events) = AgentSink::channel();

@@ -21,7 +21,7 @@ use std::time::Instant;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::prompts::Prompts;
+use super::prompts::{PromptName, Prompts};
 use super::{
     Agent, AgentOutcome, AgentSink, FinishReason, TurnInput, cut_before_text,
     tool_calls_without_tools,
@@ -41,8 +41,8 @@ pub struct ToolAgent {
     llm: LlmClient,
     model: String,
     prompts: Prompts,
-    /// Which prompt is the system prompt: `tool` for the route graph's branch, `chat` for react.
-    prompt: &'static str,
+    /// Which prompt is the system prompt: `Tool` for the route graph's branch, `Chat` for react.
+    prompt: PromptName,
     toolbox: Arc<Toolbox>,
     max_steps: usize,
 }
@@ -52,7 +52,7 @@ impl ToolAgent {
         llm: LlmClient,
         model: impl Into<String>,
         prompts: Prompts,
-        prompt: &'static str,
+        prompt: PromptName,
         toolbox: Arc<Toolbox>,
         max_steps: usize,
     ) -> ToolAgent {
@@ -69,9 +69,9 @@ impl ToolAgent {
     async fn run(&self, input: &TurnInput, sink: &AgentSink) -> Result<AgentOutcome, LlmError> {
         // A client that sent its own instructions (Xiaozhi's intent and memory helpers) asked
         // for a specific job in a specific shape: that is answered as asked, without tools.
-        let tools = match &input.instructions {
+        let tools = match &input.options.instructions {
             Some(_) => Vec::new(),
-            None => self.toolbox.definitions(input.device_id.is_some()),
+            None => self.toolbox.definitions(input.options.device_id.is_some()),
         };
         let mut messages = input.model_messages(&self.prompts.get(self.prompt));
         let mut usage = Usage::default();
@@ -124,7 +124,7 @@ impl ToolAgent {
                 }
             }
             sink.message(reply.clone());
-            let device = input.device_id.as_deref();
+            let device = input.options.device_id.as_deref();
             let results = futures::future::join_all(
                 reply
                     .tool_calls

@@ -16,12 +16,14 @@
 //!   committed; if it fails, the client gets a store error instead.
 //! - A turn is closed whatever happens to its task: if the task dies (a panic), the turn is
 //!   closed as interrupted with what was said so far.
-//! - A thread named from parts (an app and a device, [`ThreadChoice::for_app`]) is named so
-//!   that different parts never share a thread.
+//! - Every thread is named in [`thread_name`] ([`CallIds::place`]): a session, an app, an app
+//!   and a device, or a new thread. Different parts never share a thread.
 
 mod client;
 mod recorder;
+mod thread_name;
 mod thread_policy;
+mod upkeep;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,11 +36,15 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use self::client::ClientLink;
 use self::recorder::Recorder;
 use super::memory::{from_log, to_log};
-use super::{Agent, AgentEvent, AgentOutcome, AgentSink, FinishReason, TurnInput};
+use super::{Agent, AgentEvent, AgentOutcome, AgentSink, FinishReason, TurnInput, TurnOptions};
 use crate::llm::{ChatMessage, LlmError, Usage};
 use crate::store::Store;
 
+pub use self::thread_name::{
+    APP_DEVICE_SEPARATOR, CallIds, ThreadChoice, ThreadNameError, TurnPlace, device_of,
+};
 pub use self::thread_policy::{BusyPolicy, MemoryScope};
+pub use self::upkeep::{ForgetError, TurnHealth};
 
 /// `--turn-timeout-secs`: the longest a turn may take, router, tools and model calls together.
 pub const DEFAULT_TURN_TIMEOUT_SECS: u64 = 120;
@@ -64,62 +70,16 @@ impl Default for TurnLimits {
     }
 }
 
-/// Which thread a turn belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ThreadChoice {
-    /// A thread the server remembers: its memory is the history.
-    Remember(String),
-    /// A new thread, started from the messages the client carried.
-    Start,
-}
-
-/// Separates the app from the device in an app-scoped thread name. App ids may not contain
-/// it, so a name splits back into its parts at its first separator.
-pub const APP_DEVICE_SEPARATOR: char = '/';
-
-/// Why parts cannot name a thread.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ThreadNameError {
-    #[error("app id is empty")]
-    EmptyAppId,
-    #[error(
-        "app id {0:?} contains {APP_DEVICE_SEPARATOR:?}, which separates the app from the device in a thread name"
-    )]
-    SeparatorInAppId(String),
-}
-
-impl ThreadChoice {
-    /// The thread an app's turns share whatever session they come in on (`--memory-scope app`):
-    /// the app id alone without a device (the name such threads always had), and
-    /// `{app_id}/{device}` with one. Since app ids never hold the separator, the name tells its
-    /// parts apart again: two different (app, device) pairs never share a thread.
-    pub fn for_app(app_id: &str, device: Option<&str>) -> Result<ThreadChoice, ThreadNameError> {
-        if app_id.is_empty() {
-            return Err(ThreadNameError::EmptyAppId);
-        }
-        if app_id.contains(APP_DEVICE_SEPARATOR) {
-            return Err(ThreadNameError::SeparatorInAppId(app_id.to_string()));
-        }
-        Ok(ThreadChoice::Remember(match device {
-            Some(device) => format!("{app_id}{APP_DEVICE_SEPARATOR}{device}"),
-            None => app_id.to_string(),
-        }))
-    }
-}
-
 /// A turn to run.
 #[derive(Debug, Clone)]
 pub struct TurnRequest {
     pub thread: ThreadChoice,
-    pub device_id: Option<String>,
     /// Messages not yet in memory: the newest user turn, or the whole carried dialogue of a new
     /// thread (never system messages).
     pub new_messages: Vec<ChatMessage>,
-    /// The client's own system text on a new thread.
-    pub instructions: Option<String>,
-    /// The client receives the answer as it is produced (not collected into one reply), so
-    /// an agent may speak filler while it works.
-    pub streaming: bool,
+    /// The device, the client's own system text (on a new thread) and whether it streams; the
+    /// agent gets them as they are.
+    pub options: TurnOptions,
 }
 
 /// What the client side of a turn receives.
@@ -220,20 +180,13 @@ impl TurnRunner {
         })
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     pub fn model_name(&self) -> &str {
         self.agent.model_name()
     }
 
     /// Starts a turn in its own task and returns the client's end of it.
     pub fn start(self: &Arc<Self>, request: TurnRequest) -> TurnHandle {
-        let thread_id = match &request.thread {
-            ThreadChoice::Remember(id) => id.clone(),
-            ThreadChoice::Start => uuid::Uuid::new_v4().to_string(),
-        };
+        let thread_id = request.thread.id();
         let cancel = CancellationToken::new();
         let (client, rx) = ClientLink::channel(self.limits.client_stall);
         let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
@@ -299,14 +252,13 @@ impl TurnRunner {
     ) {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.limits.turn_timeout;
-        let device = request.device_id.as_deref();
         // The user's turn is stored before the model is called.
         let rows = request.new_messages.iter().filter_map(to_log).collect();
         let opened = self
             .store
             .open_turn(
                 thread_id,
-                device,
+                request.options.device_id.as_deref(),
                 self.agent.model_name(),
                 rows,
                 self.history_max_messages,
@@ -324,12 +276,16 @@ impl TurnRunner {
 
         let input = TurnInput {
             thread_id: thread_id.to_string(),
-            device_id: request.device_id.clone(),
             history,
-            instructions: request.instructions,
-            streaming: request.streaming,
+            options: request.options,
         };
-        let mut recorder = Recorder::new(&self.store, thread_id, device, turn_id, started);
+        let mut recorder = Recorder::new(
+            &self.store,
+            thread_id,
+            input.options.device_id.as_deref(),
+            turn_id,
+            started,
+        );
         let mut result = if cancel.is_cancelled() {
             Err(TurnError::Interrupted)
         } else {
@@ -465,72 +421,3 @@ impl Drop for SlotGuard<'_> {
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-mod thread_name_tests {
-    use super::*;
-
-    fn name(app: &str, device: Option<&str>) -> String {
-        match ThreadChoice::for_app(app, device).unwrap() {
-            ThreadChoice::Remember(name) => name,
-            ThreadChoice::Start => unreachable!("an app always names a thread"),
-        }
-    }
-
-    #[test]
-    fn an_app_without_a_device_keeps_its_old_thread_name() {
-        assert_eq!(name("kitchen", None), "kitchen");
-    }
-
-    #[test]
-    fn an_app_and_its_device_never_collide_with_another_app() {
-        // The collision the old `{app}_{device}` naming had.
-        assert_ne!(
-            name("kitchen", Some("speaker")),
-            name("kitchen_speaker", None)
-        );
-        assert_eq!(name("kitchen", Some("speaker")), "kitchen/speaker");
-    }
-
-    #[test]
-    fn different_parts_always_name_different_threads() {
-        let apps = ["a", "a_b", "a_b_c", "b", "b_c", "a-", "_", "a__b"];
-        let devices = [
-            None,
-            Some(""),
-            Some("b"),
-            Some("c"),
-            Some("b_c"),
-            Some("b/c"),
-            Some("/"),
-            Some("c/"),
-        ];
-        let mut seen = std::collections::HashMap::new();
-        for app in apps {
-            for device in devices {
-                let thread = name(app, device);
-                if let Some(earlier) = seen.insert(thread.clone(), (app, device)) {
-                    panic!("{earlier:?} and {:?} both name {thread:?}", (app, device));
-                }
-                // The name splits back into exactly its parts.
-                let parts = match thread.split_once(APP_DEVICE_SEPARATOR) {
-                    Some((a, d)) => (a, Some(d)),
-                    None => (thread.as_str(), None),
-                };
-                assert_eq!(parts, (app, device));
-            }
-        }
-    }
-
-    #[test]
-    fn app_ids_that_could_be_misread_are_refused() {
-        assert_eq!(
-            ThreadChoice::for_app("kitchen/speaker", None),
-            Err(ThreadNameError::SeparatorInAppId("kitchen/speaker".into()))
-        );
-        assert_eq!(
-            ThreadChoice::for_app("", Some("speaker")),
-            Err(ThreadNameError::EmptyAppId)
-        );
-    }
-}

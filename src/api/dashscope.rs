@@ -17,12 +17,13 @@ use axum::routing::post;
 use serde::Deserialize;
 
 use super::body::parse_json;
+use super::call::{self, AnswerShape, Call, ClientId};
 use super::dashscope_sse::{DashScopeFrames, response_body};
-use super::dialogue::{Dialogue, WireMessage, check_thread_id, device_of};
+use super::dialogue::{Dialogue, WireMessage};
 use super::error::ApiError;
-use super::stream::{self, sse_response};
+use super::stream::sse_response;
 use super::{ApiSettings, AppState};
-use crate::agent::turns::{MemoryScope, ThreadChoice, TurnRequest};
+use crate::agent::turns::{TurnRequest, TurnSummary};
 
 pub fn routes() -> Router<AppState> {
     let completion = post(completion);
@@ -140,21 +141,17 @@ pub fn parse_call(
         .session_id
         .filter(|s| !s.is_empty())
         .or(path_session);
-    if let Some(id) = &session_id {
-        check_thread_id(id, "input.session_id")?;
+    let turn = Call {
+        dialogue,
+        session: session_id
+            .clone()
+            .map(|id| ClientId::new(id, "input.session_id")),
+        app: Some(ClientId::new(app_id, "app_id")),
+        memory_scope: settings.memory_scope,
+        // Fake streaming runs the turn collected, then sends it as one event.
+        streaming: streaming && !settings.fake_stream,
     }
-    check_thread_id(app_id, "app_id")?;
-    let device = session_id.as_deref().and_then(device_of);
-    let thread = match (&session_id, settings.memory_scope) {
-        (None, _) => ThreadChoice::Start,
-        (Some(id), MemoryScope::Session) => ThreadChoice::Remember(id.clone()),
-        (Some(_), MemoryScope::App) => {
-            ThreadChoice::for_app(app_id, device).map_err(|e| ApiError::invalid(e.to_string()))?
-        }
-    };
-    let device = device.map(str::to_string);
-    let mut turn = dialogue.into_turn(thread, device)?;
-    turn.streaming = streaming && !settings.fake_stream;
+    .into_turn()?;
     Ok(AppCall {
         turn,
         session_id,
@@ -172,27 +169,53 @@ async fn run(
     request_id: &str,
 ) -> Result<Response, ApiError> {
     let call = parse_call(body, headers, &app_id, path_session, &app.settings)?;
-    let streaming = call.streaming;
-    let turn = app.turns.start(call.turn);
-    // Xiaozhi expects its own session id back; a new thread's id is how the caller continues it.
-    let session_id = call.session_id.unwrap_or_else(|| turn.thread_id.clone());
-    let request_id = request_id.to_string();
-    let mut frames = DashScopeFrames::new(request_id.clone(), session_id.clone(), call.incremental);
+    let shape = DashScopeShape {
+        request_id: request_id.to_string(),
+        session_id: call.session_id,
+        incremental: call.incremental,
+        event_stream: call.streaming,
+    };
+    Ok(call::answer(&app.turns, call.turn, app.settings.keepalive, shape).await)
+}
 
-    if streaming && !app.settings.fake_stream {
-        let early = {
-            let request_id = request_id.clone();
-            move |error: ApiError| error.into_dashscope(&request_id)
-        };
-        return Ok(stream::respond(turn, frames, app.settings.keepalive, early).await);
+/// How a DashScope answer looks.
+struct DashScopeShape {
+    request_id: String,
+    /// The session the client named; a new thread's id is how the caller continues it.
+    session_id: Option<String>,
+    incremental: bool,
+    /// The client asked for a stream: a collected answer (`--fake-stream`) still comes as one.
+    event_stream: bool,
+}
+
+impl DashScopeShape {
+    /// Xiaozhi expects its own session id back.
+    fn session_id<'a>(&'a self, thread_id: &'a str) -> &'a str {
+        self.session_id.as_deref().unwrap_or(thread_id)
     }
-    let (text, summary) = turn.collect().await.map_err(|e| ApiError::from(&e))?;
-    if streaming {
-        return Ok(sse_response(frames.whole(&text, &summary).into()));
+}
+
+impl AnswerShape for DashScopeShape {
+    type Frames = DashScopeFrames;
+
+    fn frames(&self, thread_id: &str) -> DashScopeFrames {
+        let session_id = self.session_id(thread_id).to_string();
+        DashScopeFrames::new(self.request_id.clone(), session_id, self.incremental)
     }
-    let finish = summary.finish.as_str();
-    let body = response_body(&request_id, &session_id, &text, finish, Some(&summary));
-    Ok(axum::Json(body).into_response())
+
+    fn whole(&self, thread_id: &str, text: &str, summary: &TurnSummary) -> Response {
+        if self.event_stream {
+            return sse_response(self.frames(thread_id).whole(text, summary).into());
+        }
+        let session_id = self.session_id(thread_id);
+        let finish = summary.finish.as_str();
+        let body = response_body(&self.request_id, session_id, text, finish, Some(summary));
+        axum::Json(body).into_response()
+    }
+
+    fn error(&self, error: ApiError) -> Response {
+        error.into_dashscope(&self.request_id)
+    }
 }
 
 /// The SDK asks for a stream with headers, not in the body.

@@ -10,11 +10,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::ApiError;
-use crate::agent::turns::{ThreadChoice, TurnRequest};
+use crate::agent::TurnOptions;
+use crate::agent::turns::{ThreadChoice, TurnPlace, TurnRequest};
 use crate::llm::{ChatMessage, FunctionCall, Role, ToolCall};
-
-/// Longest thread / session id accepted, in bytes.
-pub const MAX_THREAD_ID_BYTES: usize = 256;
 
 /// A message as a client sends it.
 #[derive(Debug, Deserialize)]
@@ -89,12 +87,9 @@ impl Dialogue {
         }
     }
 
-    /// The turn to run on `thread`.
-    pub fn into_turn(
-        mut self,
-        thread: ThreadChoice,
-        device_id: Option<String>,
-    ) -> Result<TurnRequest, ApiError> {
+    /// The turn to run at `place`: on a remembered thread only the newest user turn, on a new
+    /// one the whole dialogue with its system text as the client's instructions.
+    pub fn into_turn(mut self, place: TurnPlace, streaming: bool) -> Result<TurnRequest, ApiError> {
         let Some(newest_user) = self.messages.iter().rposition(|m| m.role == Role::User) else {
             return Err(ApiError::invalid(
                 if self.messages.is_empty() && self.system.is_empty() {
@@ -104,6 +99,7 @@ impl Dialogue {
                 },
             ));
         };
+        let TurnPlace { thread, device_id } = place;
         let (new_messages, instructions) = match thread {
             ThreadChoice::Remember(_) => (vec![self.messages.swap_remove(newest_user)], None),
             ThreadChoice::Start => {
@@ -113,37 +109,14 @@ impl Dialogue {
         };
         Ok(TurnRequest {
             thread,
-            device_id,
             new_messages,
-            instructions,
-            streaming: false,
+            options: TurnOptions {
+                device_id,
+                instructions,
+                streaming,
+            },
         })
     }
-}
-
-/// Checks a client-chosen thread or session id.
-pub fn check_thread_id(id: &str, field: &str) -> Result<(), ApiError> {
-    if id.is_empty() {
-        return Err(ApiError::invalid(format!("{field} is empty")));
-    }
-    if id.len() > MAX_THREAD_ID_BYTES {
-        return Err(ApiError::invalid(format!(
-            "{field} is {} bytes long; at most {MAX_THREAD_ID_BYTES} are accepted",
-            id.len()
-        )));
-    }
-    if id.chars().any(char::is_control) {
-        return Err(ApiError::invalid(format!(
-            "{field} contains control characters"
-        )));
-    }
-    Ok(())
-}
-
-/// The device a session id names: `<conversation>_<device>`.
-pub fn device_of(session_id: &str) -> Option<&str> {
-    let (conversation, device) = session_id.rsplit_once('_')?;
-    (!conversation.is_empty() && !device.is_empty()).then_some(device)
 }
 
 fn content_text(content: Option<Value>, i: usize) -> Result<String, ApiError> {
@@ -208,6 +181,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn place(thread: ThreadChoice) -> TurnPlace {
+        TurnPlace {
+            thread,
+            device_id: None,
+        }
+    }
+
     fn wire(v: Value) -> Vec<WireMessage> {
         serde_json::from_value(v).unwrap()
     }
@@ -241,7 +221,7 @@ mod tests {
         d.push_user("two".into());
         d.merge_repeated_last_user();
         let turn = d
-            .into_turn(ThreadChoice::Remember("t".into()), None)
+            .into_turn(place(ThreadChoice::Remember("t".into())), false)
             .unwrap();
         assert_eq!(turn.new_messages, vec![ChatMessage::user("two")]);
     }
@@ -255,9 +235,13 @@ mod tests {
             {"role": "user", "content": "two"},
         ])))
         .unwrap();
-        let turn = d.into_turn(ThreadChoice::Start, None).unwrap();
+        let turn = d.into_turn(place(ThreadChoice::Start), true).unwrap();
         assert_eq!(turn.new_messages.len(), 3);
-        assert_eq!(turn.instructions.as_deref(), Some("classify intent"));
+        assert_eq!(
+            turn.options.instructions.as_deref(),
+            Some("classify intent")
+        );
+        assert!(turn.options.streaming);
     }
 
     #[test]
@@ -269,29 +253,17 @@ mod tests {
             Dialogue::from_wire(wire(json!([{"role": "system", "content": "x"}]))).unwrap();
         assert!(
             only_system
-                .into_turn(ThreadChoice::Start, None)
+                .into_turn(place(ThreadChoice::Start), false)
                 .unwrap_err()
                 .message
                 .contains("no user")
         );
         assert!(
             Dialogue::default()
-                .into_turn(ThreadChoice::Start, None)
+                .into_turn(place(ThreadChoice::Start), false)
                 .unwrap_err()
                 .message
                 .contains("empty")
         );
-        assert!(check_thread_id(&"x".repeat(300), "session_id").is_err());
-        assert!(check_thread_id("a\u{0}b", "session_id").is_err());
-        assert!(check_thread_id("sess_aa:bb", "session_id").is_ok());
-    }
-
-    #[test]
-    fn session_ids_name_devices_after_the_last_underscore() {
-        assert_eq!(device_of("conv_aa:bb:cc"), Some("aa:bb:cc"));
-        assert_eq!(device_of("my_conv_dev1"), Some("dev1"));
-        assert_eq!(device_of("3f2b-uuid"), None);
-        assert_eq!(device_of("_dev"), None);
-        assert_eq!(device_of("conv_"), None);
     }
 }

@@ -6,6 +6,7 @@
 //! truth about the store: a write that failed or a data disk nearly full is a 503.
 
 mod body;
+pub(crate) mod call;
 pub(crate) mod dashscope;
 mod dashscope_sse;
 pub(crate) mod dialogue;
@@ -113,7 +114,7 @@ async fn require_key(
 }
 
 async fn health(State(state): State<AppState>) -> Response {
-    let health = state.turns.store().health().await;
+    let health = state.turns.health().await;
     let database = health.database_error.as_deref().unwrap_or("ok");
     if health.is_ok() {
         let body = json!({"status": "ok", "database": database,
@@ -122,10 +123,10 @@ async fn health(State(state): State<AppState>) -> Response {
     }
     let mut body = json!({"status": "error", "database": database,
                           "disk_free_bytes": health.disk_free_bytes});
-    if health.disk_low() {
+    if health.disk_low {
         body["disk"] = format!(
             "free space is below {} MiB: new turns are refused",
-            crate::store::MIN_FREE_DISK_BYTES >> 20
+            health.disk_floor_bytes >> 20
         )
         .into();
     }

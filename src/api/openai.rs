@@ -17,11 +17,11 @@ use serde_json::json;
 
 use super::AppState;
 use super::body::parse_json;
-use super::dialogue::{Dialogue, WireMessage, check_thread_id, device_of};
+use super::call::{self, AnswerShape, Call, ClientId, check_thread_id};
+use super::dialogue::{Dialogue, WireMessage};
 use super::error::{ApiError, ErrorKind};
 use super::openai_sse::{OpenAiChunks, usage_json};
-use super::stream;
-use crate::agent::turns::{ThreadChoice, TurnRequest};
+use crate::agent::turns::{MemoryScope, TurnRequest, TurnSummary};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -74,21 +74,15 @@ pub struct ChatCall {
 /// (`crate::fuzzing`) run exactly this.
 pub fn parse_call(body: Result<Bytes, BytesRejection>) -> Result<ChatCall, ApiError> {
     let request: ChatCompletionRequest = parse_json(body)?;
-    let dialogue = Dialogue::from_wire(request.messages)?;
-    if let Some(id) = &request.thread_id {
-        check_thread_id(id, "thread_id")?;
+    let turn = Call {
+        dialogue: Dialogue::from_wire(request.messages)?,
+        session: request.thread_id.map(|id| ClientId::new(id, "thread_id")),
+        app: None,
+        // OpenAI calls name no app: a thread id is its own thread.
+        memory_scope: MemoryScope::Session,
+        streaming: request.stream.unwrap_or(false),
     }
-    let device = request
-        .thread_id
-        .as_deref()
-        .and_then(device_of)
-        .map(str::to_string);
-    let thread = match request.thread_id {
-        Some(id) => ThreadChoice::Remember(id),
-        None => ThreadChoice::Start,
-    };
-    let mut turn = dialogue.into_turn(thread, device)?;
-    turn.streaming = request.stream.unwrap_or(false);
+    .into_turn()?;
     Ok(ChatCall {
         turn,
         model: request.model,
@@ -101,39 +95,60 @@ pub fn parse_call(body: Result<Bytes, BytesRejection>) -> Result<ChatCall, ApiEr
 
 async fn run(app: AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let call = parse_call(body)?;
-    let streaming = call.turn.streaming;
-    let include_usage = call.include_usage;
-    let turn = app.turns.start(call.turn);
     // Clients name whatever model they like; they get their name back.
     let model = call
         .model
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| app.turns.model_name().to_string());
-    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
-    let created = chrono::Utc::now().timestamp();
+    let shape = OpenAiShape {
+        id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
+        created: chrono::Utc::now().timestamp(),
+        model,
+        include_usage: call.include_usage,
+    };
+    Ok(call::answer(&app.turns, call.turn, app.settings.keepalive, shape).await)
+}
 
-    if streaming {
-        let chunks = OpenAiChunks::new(id, created, model, include_usage);
-        return Ok(
-            stream::respond(turn, chunks, app.settings.keepalive, ApiError::into_openai).await,
-        );
+/// How an OpenAI chat completion looks.
+struct OpenAiShape {
+    id: String,
+    created: i64,
+    model: String,
+    include_usage: bool,
+}
+
+impl AnswerShape for OpenAiShape {
+    type Frames = OpenAiChunks;
+
+    fn frames(&self, _thread_id: &str) -> OpenAiChunks {
+        OpenAiChunks::new(
+            self.id.clone(),
+            self.created,
+            self.model.clone(),
+            self.include_usage,
+        )
     }
-    let thread_id = turn.thread_id.clone();
-    let (text, summary) = turn.collect().await.map_err(|e| ApiError::from(&e))?;
-    Ok(Json(json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "finish_reason": summary.finish.as_str(),
-        }],
-        "usage": usage_json(&summary.usage),
-        "thread_id": thread_id,
-    }))
-    .into_response())
+
+    fn whole(&self, thread_id: &str, text: &str, summary: &TurnSummary) -> Response {
+        Json(json!({
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": summary.finish.as_str(),
+            }],
+            "usage": usage_json(&summary.usage),
+            "thread_id": thread_id,
+        }))
+        .into_response()
+    }
+
+    fn error(&self, error: ApiError) -> Response {
+        error.into_openai()
+    }
 }
 
 async fn models(State(app): State<AppState>) -> Response {
@@ -161,7 +176,7 @@ async fn forget_thread(State(app): State<AppState>, Path(thread_id): Path<String
 }
 
 async fn forget(app: AppState, thread_id: Option<String>) -> Response {
-    match app.turns.store().forget(thread_id.as_deref()).await {
+    match app.turns.forget(thread_id.as_deref()).await {
         Ok(n) => Json(json!({"deleted": true, "thread_id": thread_id, "forgotten_messages": n}))
             .into_response(),
         Err(e) => ApiError::new(ErrorKind::Unavailable, e.to_string()).into_openai(),

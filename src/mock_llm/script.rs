@@ -164,7 +164,7 @@ impl Script {
         {
             CallKind::Router
         } else if first_system.as_deref().map(str::trim)
-            == crate::agent::prompts::default_text("chatty")
+            == Some(crate::agent::prompts::PromptName::Chatty.default_text())
         {
             CallKind::Chatty
         } else {
@@ -353,7 +353,7 @@ mod tests {
         assert_eq!(router.kind, CallKind::Router);
         assert_eq!(router.route_reply(), Ok(r#"{"step":"tool"}"#.to_string()));
         assert_eq!(router.route_delay, Some(Duration::from_millis(5)));
-        let chatty_prompt = crate::agent::prompts::default_text("chatty").unwrap();
+        let chatty_prompt = crate::agent::prompts::PromptName::Chatty.default_text();
         let chatty = Script::read(&json!({"messages": [
             {"role": "system", "content": format!("{chatty_prompt}\n")}, user.clone()]}));
         assert_eq!(chatty.kind, CallKind::Chatty);

@@ -42,10 +42,11 @@ fn runner(store: &Store, script: Script, limits: TurnLimits) -> Arc<TurnRunner> 
 fn request(thread: &str) -> TurnRequest {
     TurnRequest {
         thread: ThreadChoice::Remember(thread.into()),
-        device_id: None,
         new_messages: vec![ChatMessage::user("hello")],
-        instructions: None,
-        streaming: true,
+        options: TurnOptions {
+            streaming: true,
+            ..TurnOptions::default()
+        },
     }
 }
 
