@@ -185,6 +185,22 @@ fn brake_lines(log: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The refusals are logged with the address and the path, never a key tried, and rate-limited:
+/// a dozen refusals in a few seconds make one line, maybe two, not one each.
+fn assert_refusals_logged(log: &str, other_guess: &str, path: &str) {
+    assert!(
+        !log.contains(WRONG_KEY) && !log.contains(other_guess),
+        "{log}"
+    );
+    let lines = brake_lines(log);
+    assert!(!lines.is_empty(), "{log}");
+    assert!(
+        lines[0].contains("127.0.0.1") && lines[0].contains(path),
+        "{lines:?}"
+    );
+    assert!(lines.len() <= 3, "{lines:#?}");
+}
+
 #[tokio::test]
 async fn ten_wrong_api_keys_brake_the_address_but_never_a_good_key() {
     let mock = Mock::start(0, 0);
@@ -246,16 +262,11 @@ async fn ten_wrong_api_keys_brake_the_address_but_never_a_good_key() {
         .unwrap();
     assert_eq!(ok.status(), 200);
 
-    let log = server.proc.log();
-    assert!(
-        !log.contains(WRONG_KEY) && !log.contains("another-guess"),
-        "{log}"
+    assert_refusals_logged(
+        &server.proc.log(),
+        "another-guess",
+        "/api/apps/app1/completion",
     );
-    let lines = brake_lines(&log);
-    assert!(!lines.is_empty(), "{log}");
-    assert!(lines[0].contains("127.0.0.1") && lines[0].contains("/api/apps/app1/completion"));
-    // Twelve refusals in a few seconds: one line, maybe two, not one each.
-    assert!(lines.len() <= 3, "{lines:#?}");
 }
 
 #[tokio::test]
@@ -314,16 +325,5 @@ async fn ten_wrong_viewer_logins_brake_the_address_but_never_a_good_key() {
         .unwrap();
     assert_eq!(api.status(), 200);
 
-    let log = viewer.proc.log();
-    assert!(
-        !log.contains(WRONG_KEY) && !log.contains("yet-another-guess"),
-        "{log}"
-    );
-    let lines = brake_lines(&log);
-    assert!(!lines.is_empty(), "{log}");
-    assert!(
-        lines[0].contains("127.0.0.1") && lines[0].contains("/login"),
-        "{lines:?}"
-    );
-    assert!(lines.len() <= 3, "{lines:#?}");
+    assert_refusals_logged(&viewer.proc.log(), "yet-another-guess", "/login");
 }
