@@ -15,16 +15,6 @@ use common::*;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-/// The status and error of every turn of `conversation`, oldest first.
-fn turn_rows(db: &rusqlite::Connection, conversation: &str) -> Vec<(String, Option<String>)> {
-    db.prepare("SELECT status, error FROM turns WHERE conversation_id = ?1 ORDER BY id")
-        .unwrap()
-        .query_map([conversation], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-}
-
 /// Waits until the newest turn of `conversation` is no longer `running`; returns its status.
 async fn settled_status(server: &Server, conversation: &str, within: Duration) -> String {
     let deadline = Instant::now() + within;

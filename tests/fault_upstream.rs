@@ -54,16 +54,6 @@ fn dashscope_body(session: &str, text: &str) -> Value {
     json!({"input": {"messages": [{"role": "user", "content": text}], "session_id": session}})
 }
 
-/// (status, error) of each turn of a conversation, oldest first.
-fn turns(db: &rusqlite::Connection, conversation: &str) -> Vec<(String, Option<String>)> {
-    db.prepare("SELECT status, error FROM turns WHERE conversation_id = ?1 ORDER BY id")
-        .unwrap()
-        .query_map([conversation], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-}
-
 fn kinds(rows: &[(String, String, bool)]) -> Vec<&str> {
     rows.iter().map(|r| r.0.as_str()).collect()
 }
@@ -96,7 +86,10 @@ async fn an_endless_answer_is_cut_at_the_limit_for_a_collecting_client() {
     assert_eq!(kinds(&rows), ["human", "ai"]);
     assert_eq!(rows[1].1, text, "the stored answer is what the client got");
     assert!(!rows[1].2, "a cut answer is complete, not interrupted");
-    assert_eq!(turns(&server.db(), "endless-1"), [("done".into(), None)]);
+    assert_eq!(
+        turn_rows(&server.db(), "endless-1"),
+        [("done".into(), None)]
+    );
 
     // An OpenAI client that collects the answer is told the same.
     let openai = async {
@@ -232,7 +225,7 @@ async fn a_huge_tool_call_index_is_a_clear_error_and_the_next_turn_works() {
     assert_eq!(status, 200, "{ok}");
     let rows = log_rows(&server.db(), "far-index");
     assert_eq!(kinds(&rows), ["human", "human", "human", "ai"]);
-    let statuses: Vec<String> = turns(&server.db(), "far-index")
+    let statuses: Vec<String> = turn_rows(&server.db(), "far-index")
         .into_iter()
         .map(|t| t.0)
         .collect();
@@ -281,7 +274,7 @@ async fn an_error_answer_whose_body_never_ends_is_read_with_a_bound() {
     let message = error["message"].as_str().unwrap();
     assert!(message.contains("503") && message.len() < 400, "{message}");
     assert_eq!(kinds(&log_rows(&server.db(), "huge-error")), ["human"]);
-    assert_eq!(turns(&server.db(), "huge-error")[0].0, "failed");
+    assert_eq!(turn_rows(&server.db(), "huge-error")[0].0, "failed");
 }
 
 #[tokio::test]
@@ -318,7 +311,7 @@ async fn garbage_sse_is_a_clear_error_in_both_shapes() {
 
     let rows = log_rows(&server.db(), "garbage");
     assert_eq!(kinds(&rows), ["human", "human"], "no empty answer stored");
-    let statuses: Vec<String> = turns(&server.db(), "garbage")
+    let statuses: Vec<String> = turn_rows(&server.db(), "garbage")
         .into_iter()
         .map(|t| t.0)
         .collect();
@@ -340,7 +333,7 @@ async fn times_out_once(server: &Server, session: &str, text: &str) {
         "{session}: failed after {took:?}, the read timeout is 2 s"
     );
     assert_eq!(kinds(&log_rows(&server.db(), session)), ["human"]);
-    let turns = turns(&server.db(), session);
+    let turns = turn_rows(&server.db(), session);
     assert_eq!(turns[0].0, "failed");
     assert!(turns[0].1.as_deref().unwrap().contains("timed out"));
 }
@@ -385,7 +378,7 @@ async fn a_read_timeout_inside_the_stream_is_reported_as_a_timeout() {
     );
     let rows = log_rows(&server.db(), "drip");
     assert_eq!(rows[1], ("ai".into(), "drip ".into(), true), "partial kept");
-    assert_eq!(turns(&server.db(), "drip")[0].0, "failed");
+    assert_eq!(turn_rows(&server.db(), "drip")[0].0, "failed");
 }
 
 #[tokio::test]
@@ -406,7 +399,7 @@ async fn a_stalled_router_does_not_hold_a_ready_chat_answer() {
         "answered after {took:?}"
     );
     assert_eq!(kinds(&log_rows(&server.db(), "stalled")), ["human", "ai"]);
-    assert_eq!(turns(&server.db(), "stalled"), [("done".into(), None)]);
+    assert_eq!(turn_rows(&server.db(), "stalled"), [("done".into(), None)]);
 }
 
 #[tokio::test]
@@ -482,7 +475,7 @@ async fn tool_calls_per_turn_are_capped() {
     assert_eq!(tools, 64, "the per-turn cap");
     let last = rows.last().unwrap();
     assert_eq!((last.0.as_str(), last.2.as_deref()), ("ai", None));
-    assert_eq!(turns(&server.db(), "many-calls")[0].0, "done");
+    assert_eq!(turn_rows(&server.db(), "many-calls")[0].0, "done");
     // Once the cap was reached, the model was offered no tools.
     let last_request = requests_about(&mock, "loop [[mock").await.pop().unwrap();
     assert!(last_request.get("tools").is_none());

@@ -265,6 +265,16 @@ pub fn final_text(sse: &str) -> String {
     v["output"]["text"].as_str().unwrap_or_default().to_string()
 }
 
+/// The status and error of every turn of `conversation`, oldest first.
+pub fn turn_rows(db: &rusqlite::Connection, conversation: &str) -> Vec<(String, Option<String>)> {
+    db.prepare("SELECT status, error FROM turns WHERE conversation_id = ?1 ORDER BY id")
+        .unwrap()
+        .query_map([conversation], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
 /// Rows of the log: (message_type, content, interrupted) in order.
 pub fn log_rows(db: &rusqlite::Connection, conversation: &str) -> Vec<(String, String, bool)> {
     let mut stmt = db
