@@ -117,14 +117,12 @@ async fn a_turn_past_its_deadline_times_out_keeps_its_partial_answer_and_frees_i
     );
 
     // A client that does not stream gets the status itself, in its protocol's shape.
-    let response = http()
-        .post(format!("{}/v1/chat/completions", server.url))
-        .bearer_auth(KEY)
-        .json(&json!({"thread_id": "deadline-openai",
-            "messages": [{"role": "user", "content": "hm [[mock:hang_after=0]]"}]}))
-        .send()
-        .await
-        .unwrap();
+    let response = openai_call(
+        &server,
+        json!({"thread_id": "deadline-openai",
+            "messages": [{"role": "user", "content": "hm [[mock:hang_after=0]]"}]}),
+    )
+    .await;
     assert_eq!(response.status(), 504);
     let error: Value = response.json().await.unwrap();
     assert_eq!(
@@ -385,13 +383,11 @@ async fn a_full_disk_refuses_new_turns_at_once_and_the_box_recovers_when_space_r
         503,
         "a stream that cannot be stored is refused"
     );
-    let response = http()
-        .post(format!("{}/v1/chat/completions", server.url))
-        .bearer_auth(KEY)
-        .json(&json!({"messages": [{"role": "user", "content": "openai"}]}))
-        .send()
-        .await
-        .unwrap();
+    let response = openai_call(
+        &server,
+        json!({"messages": [{"role": "user", "content": "openai"}]}),
+    )
+    .await;
     assert_eq!(response.status(), 503);
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["error"]["code"], "service_unavailable", "{error}");

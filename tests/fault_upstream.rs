@@ -93,17 +93,15 @@ async fn an_endless_answer_is_cut_at_the_limit_for_a_collecting_client() {
 
     // An OpenAI client that collects the answer is told the same.
     let openai = async {
-        http()
-            .post(format!("{}/v1/chat/completions", server.url))
-            .bearer_auth(KEY)
-            .json(&json!({"thread_id": "endless-2",
-                          "messages": [{"role": "user", "content": "go [[mock:endless]]"}]}))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
+        openai_call(
+            &server,
+            json!({"thread_id": "endless-2",
+                          "messages": [{"role": "user", "content": "go [[mock:endless]]"}]}),
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()
     };
     let answer = within_memory(&server, openai).await;
     assert_eq!(answer["choices"][0]["finish_reason"], "length", "{answer}");
@@ -125,20 +123,16 @@ async fn an_endless_answer_is_cut_at_the_limit_for_streaming_clients() {
         &["--max-answer-bytes", "100000"],
     );
     let openai = async {
-        http()
-            .post(format!("{}/v1/chat/completions", server.url))
-            .bearer_auth(KEY)
-            .json(
-                &json!({"model": "m", "stream": true, "thread_id": "endless-oa",
-                          "stream_options": {"include_usage": true},
-                          "messages": [{"role": "user", "content": "go [[mock:endless]]"}]}),
-            )
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        openai_call(
+            &server,
+            json!({"model": "m", "stream": true, "thread_id": "endless-oa",
+                   "stream_options": {"include_usage": true},
+                   "messages": [{"role": "user", "content": "go [[mock:endless]]"}]}),
+        )
+        .await
+        .text()
+        .await
+        .unwrap()
     };
     let sse = within_memory(&server, openai).await;
     let events = openai_events(&sse);
@@ -296,14 +290,12 @@ async fn garbage_sse_is_a_clear_error_in_both_shapes() {
         "{error}"
     );
 
-    let response = http()
-        .post(format!("{}/v1/chat/completions", server.url))
-        .bearer_auth(KEY)
-        .json(&json!({"stream": true, "thread_id": "garbage",
-                      "messages": [{"role": "user", "content": "again [[mock:garbage]]"}]}))
-        .send()
-        .await
-        .unwrap();
+    let response = openai_call(
+        &server,
+        json!({"stream": true, "thread_id": "garbage",
+                      "messages": [{"role": "user", "content": "again [[mock:garbage]]"}]}),
+    )
+    .await;
     assert_eq!(response.status(), 502);
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["error"]["type"], "server_error");
@@ -418,15 +410,10 @@ async fn a_chat_model_that_calls_tools_hands_the_turn_to_the_tool_branch() {
 
     // Where no tool branch exists (the client's own instructions go straight to chat), it is
     // an upstream error, never an empty answer.
-    let response = http()
-        .post(format!("{}/v1/chat/completions", server.url))
-        .bearer_auth(KEY)
-        .json(&json!({"messages": [
+    let response = openai_call(&server, json!({"messages": [
             {"role": "system", "content": "Classify the intent."},
             {"role": "user", "content": format!("turn the light on [[mock:chat_tool_calls]] {CALC}")}]}))
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(response.status(), 502);
     let error: Value = response.json().await.unwrap();
     assert!(

@@ -241,6 +241,17 @@ pub async fn dashscope_stream(server: &Server, session: Option<&str>, text: &str
         .unwrap()
 }
 
+/// An OpenAI chat completion with the test key; the response as it came.
+pub async fn openai_call(server: &Server, body: serde_json::Value) -> reqwest::Response {
+    http()
+        .post(format!("{}/v1/chat/completions", server.url))
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A DashScope non-streaming call; returns status and JSON body.
 pub async fn dashscope_call(server: &Server, body: serde_json::Value) -> (u16, serde_json::Value) {
     let response = http()
