@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::agent::ClientPromptMode;
 use crate::agent::graph::{GraphKind, ToolNode};
 use crate::agent::router::{DEFAULT_ROUTER_MODEL, DEFAULT_ROUTER_TIMEOUT_MS};
 use crate::agent::tool_loop::DEFAULT_MAX_TOOL_STEPS;
@@ -154,6 +155,10 @@ pub struct ServeArgs {
     /// What names a DashScope thread: the session id, or the app id (memory survives reconnects).
     #[arg(long, value_enum, default_value_t = MemoryScope::default())]
     pub memory_scope: MemoryScope,
+    /// What a session call's own system text (Xiaozhi's persona, the time, its memory block)
+    /// does: goes after the box's chat and tool prompts, replaces them, or is ignored.
+    #[arg(long, value_enum, default_value_t = ClientPromptMode::default())]
+    pub client_prompt: ClientPromptMode,
     /// A new turn on a thread whose previous turn still runs: interrupt it (barge-in) or wait.
     #[arg(long, value_enum, default_value_t = BusyPolicy::default())]
     pub on_busy: BusyPolicy,
@@ -211,7 +216,7 @@ pub struct ServeArgs {
     pub graph: Option<GraphKind>,
     #[arg(long, value_name = "NAME", help = with_default(
         "The fast model that routes turns (and speaks chatty filler).",
-        DEFAULT_ROUTER_MODEL,
+        format_args!("{DEFAULT_ROUTER_MODEL} on DashScope, else the --llm-name"),
     ))]
     pub router_llm_name: Option<String>,
     /// The model of the route graph's tool branch. [default: the --llm-name]
@@ -340,7 +345,8 @@ mod tests {
             .to_string();
         for shown in [
             "[default: route]",
-            "[default: qwen-flash]",
+            "[default: qwen-flash on DashScope, else the --llm-name]",
+            "[default: append]",
             "[default: tool]",
             "[default: 6]",
             "[default: 20]",

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::agent::ClientPromptMode;
 use crate::agent::graph::{AgentConfig, GraphKind, ToolNode};
 use crate::agent::router::DEFAULT_ROUTER_MODEL;
 use crate::agent::tool_loop::DEFAULT_MAX_TOOL_STEPS;
@@ -44,6 +45,7 @@ pub struct ServeConfig {
     pub viewer_addr: Option<SocketAddr>,
     pub fake_stream: bool,
     pub memory_scope: MemoryScope,
+    pub client_prompt: ClientPromptMode,
     pub on_busy: BusyPolicy,
     pub history_max_messages: usize,
     pub keepalive: Duration,
@@ -104,6 +106,16 @@ impl AgentFile {
     }
 }
 
+/// The router's model when none is named: DashScope's fast model there, elsewhere the one
+/// model the operator named (a local server has no `qwen-flash`).
+fn default_router_model(llm: &LlmConfig) -> &str {
+    if llm.is_dashscope() {
+        DEFAULT_ROUTER_MODEL
+    } else {
+        &llm.model
+    }
+}
+
 /// The agent's settings: flags first, then `agent.json`, then the defaults; checked.
 fn resolve_agent(args: &ServeArgs, config: &Config) -> Result<AgentConfig, ConfigError> {
     let file = AgentFile::load(&config.config_dir)?;
@@ -145,7 +157,7 @@ fn resolve_agent(args: &ServeArgs, config: &Config) -> Result<AgentConfig, Confi
         router_model: name(
             &args.router_llm_name,
             file.router_llm_name,
-            DEFAULT_ROUTER_MODEL,
+            default_router_model(&config.llm),
             "router-llm-name",
         )?,
         router_timeout: Duration::from_millis(args.router_timeout_ms),
@@ -272,6 +284,7 @@ impl Config {
             viewer_addr,
             fake_stream: args.fake_stream,
             memory_scope: args.memory_scope,
+            client_prompt: args.client_prompt,
             on_busy: args.on_busy,
             history_max_messages: args.history_max_messages,
             keepalive: Duration::from_secs(args.keepalive_secs),
@@ -460,11 +473,52 @@ mod tests {
     }
 
     #[test]
+    fn helper_models_default_to_dashscope_names_only_on_dashscope() {
+        let on = |base_url: &str, llm_name: &str| {
+            let line = [
+                "lang-agent",
+                "--base-url",
+                base_url,
+                "--llm-name",
+                llm_name,
+                "serve",
+            ];
+            let cli = Cli::try_parse_from(line).unwrap();
+            let Command::Serve(args) = &cli.command else {
+                panic!("not serve")
+            };
+            let (_, serve) = Config::from_global(&cli.global)
+                .unwrap()
+                .for_serve(args)
+                .unwrap();
+            (serve.agent.router_model, serve.agent.tool_model)
+        };
+        let dashscope = on(
+            "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
+            "qwen-max",
+        );
+        assert_eq!(dashscope, ("qwen-flash".into(), "qwen-max".into()));
+        for local in [
+            "http://127.0.0.1:11434/v1",
+            "http://localhost:8000/v1",
+            "http://aliyuncs.com.example.lan/v1",
+        ] {
+            let models = on(local, "qwen2.5:7b");
+            assert_eq!(
+                models,
+                ("qwen2.5:7b".into(), "qwen2.5:7b".into()),
+                "{local}"
+            );
+        }
+    }
+
+    #[test]
     fn agent_settings_come_from_flags_then_agent_json_then_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let defaults = agent_config(dir.path(), &[]).unwrap();
         assert_eq!(defaults.graph, GraphKind::Route);
-        assert_eq!(defaults.router_model, "qwen-flash");
+        // A local upstream (127.0.0.1) has no qwen-flash: every model is the --llm-name.
+        assert_eq!(defaults.router_model, "qwen-plus");
         assert_eq!(defaults.tool_model, "qwen-plus", "the --llm-name");
         assert_eq!(defaults.tool_node, ToolNode::Tool);
         assert_eq!(defaults.max_tool_steps, 6);

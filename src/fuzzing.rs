@@ -9,6 +9,7 @@
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 
+use crate::agent::ClientPromptMode;
 use crate::agent::turns::MemoryScope;
 use crate::agent::turns::{APP_DEVICE_SEPARATOR, ThreadChoice, TurnRequest};
 use crate::api::ApiSettings;
@@ -77,7 +78,10 @@ pub fn dashscope_request(data: &[u8]) {
 /// Runs `data` as the body of an OpenAI chat completion, through [`openai::parse_call`] as
 /// the handler does.
 pub fn openai_request(data: &[u8]) {
-    match openai::parse_call(Ok(Bytes::copy_from_slice(data))) {
+    match openai::parse_call(
+        Ok(Bytes::copy_from_slice(data)),
+        &settings(MemoryScope::Session, false),
+    ) {
         Ok(call) => {
             check_turn(&call.turn);
             if let ThreadChoice::Remember(id) = &call.turn.thread {
@@ -174,6 +178,7 @@ pub fn upstream_sse(data: &[u8]) {
 fn settings(memory_scope: MemoryScope, fake_stream: bool) -> ApiSettings {
     ApiSettings {
         memory_scope,
+        client_prompt: ClientPromptMode::Append,
         fake_stream,
         keepalive: std::time::Duration::from_secs(15),
         max_body_bytes: 1 << 20,
@@ -311,7 +316,10 @@ mod tests {
     fn openai_seeds_are_requests_the_server_answers() {
         for (name, body) in seeds("openai_request") {
             openai_request(&body);
-            let call = openai::parse_call(Ok(Bytes::from(body)));
+            let call = openai::parse_call(
+                Ok(Bytes::from(body)),
+                &settings(MemoryScope::Session, false),
+            );
             assert!(call.is_ok(), "{name}: {call:?}");
         }
     }

@@ -20,7 +20,11 @@ fn kinds(rows: &[(String, String, Option<String>, Option<String>)]) -> Vec<&str>
 async fn small_talk_goes_to_the_chat_model_and_the_router_is_asked_for_json() {
     let mock = Mock::start(0, 0);
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &mock.base_url, &[]);
+    let server = Server::start(
+        &dir.path().join("data"),
+        &mock.base_url,
+        &["--router-llm-name", "fast-router"],
+    );
     let sse = dashscope_stream(&server, Some("small-talk"), "hello there").await;
     assert_eq!(
         final_text(&sse),
@@ -36,7 +40,7 @@ async fn small_talk_goes_to_the_chat_model_and_the_router_is_asked_for_json() {
         .iter()
         .find(|c| c["response_format"]["type"] == "json_object")
         .expect("a router call");
-    assert_eq!(router["model"], "qwen-flash");
+    assert_eq!(router["model"], "fast-router");
     assert!(router.get("tools").is_none());
     let route_prompt = router["messages"][0]["content"].as_str().unwrap();
     assert!(

@@ -168,3 +168,36 @@ fn bad_agent_or_mcp_configuration_stops_the_start_with_one_line() {
     );
     assert!(start_fails(&["--max-tool-steps", "0"], &[], up).contains("--max-tool-steps"));
 }
+
+#[tokio::test]
+async fn a_local_upstream_serves_every_model_under_the_llm_name_and_the_ready_line_says_so() {
+    let mock = Mock::start(0, 0);
+    let dir = tempfile::tempdir().unwrap();
+    // The mock stands at 127.0.0.1, as Ollama would: not DashScope.
+    let server = Server::start(
+        &dir.path().join("d"),
+        &mock.base_url,
+        &["--llm-name", "qwen2.5:7b"],
+    );
+    let ready = server.proc.wait_for_line("lang-agent ready");
+    assert!(
+        ready.contains("chat=qwen2.5:7b router=qwen2.5:7b tools=qwen2.5:7b"),
+        "{ready}"
+    );
+    let answer = openai_call(
+        &server,
+        json!({"messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(answer.status(), 200);
+    let requests = mock.requests().await;
+    let models: Vec<&str> = requests
+        .iter()
+        .filter_map(|r| r["model"].as_str())
+        .collect();
+    assert!(
+        models.len() >= 2,
+        "a router call and a chat call: {requests:?}"
+    );
+    assert!(models.iter().all(|m| *m == "qwen2.5:7b"), "{models:?}");
+}

@@ -52,7 +52,7 @@ impl ChattyToolAgent {
         input: &TurnInput,
         pieces: mpsc::UnboundedSender<String>,
     ) -> Result<Usage, LlmError> {
-        let messages = input.model_messages(&self.prompts.get(PromptName::Chatty));
+        let messages = input.own_prompt_messages(&self.prompts.get(PromptName::Chatty));
         let request = ChatRequest {
             model: &self.filler_model,
             messages: &messages,

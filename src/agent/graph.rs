@@ -104,3 +104,55 @@ pub fn build(
         }
     }
 }
+
+impl AgentConfig {
+    /// Every model the graph calls, by the job it does, for the ready line: `chat_model` is
+    /// `--llm-name`. An operator reads here which names the upstream must know.
+    pub fn models_in_use(&self, chat_model: &str) -> String {
+        match (self.graph, self.tool_node) {
+            (GraphKind::React, _) => format!("chat+tools={chat_model}"),
+            (GraphKind::Route, ToolNode::Tool) => format!(
+                "chat={chat_model} router={} tools={}",
+                self.router_model, self.tool_model
+            ),
+            (GraphKind::Route, ToolNode::Chatty) => format!(
+                "chat={chat_model} router+filler={} tools={}",
+                self.router_model, self.tool_model
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(graph: GraphKind, tool_node: ToolNode) -> AgentConfig {
+        AgentConfig {
+            graph,
+            router_model: "fast".into(),
+            router_timeout: Duration::from_millis(1),
+            tool_model: "big".into(),
+            tool_node,
+            max_tool_steps: 1,
+            tool_timeout: Duration::from_secs(1),
+            mcp_config: PathBuf::new(),
+        }
+    }
+
+    #[test]
+    fn the_ready_line_names_every_model_the_graph_calls() {
+        assert_eq!(
+            config(GraphKind::Route, ToolNode::Tool).models_in_use("chat"),
+            "chat=chat router=fast tools=big"
+        );
+        assert_eq!(
+            config(GraphKind::Route, ToolNode::Chatty).models_in_use("chat"),
+            "chat=chat router+filler=fast tools=big"
+        );
+        assert_eq!(
+            config(GraphKind::React, ToolNode::Chatty).models_in_use("chat"),
+            "chat+tools=chat"
+        );
+    }
+}

@@ -8,12 +8,15 @@
 
 pub mod chat;
 pub mod chatty;
+pub mod client_prompt;
 pub mod graph;
 mod memory;
 pub mod prompts;
 pub mod router;
 pub mod tool_loop;
 pub mod turns;
+
+pub use self::client_prompt::{ClientPromptMode, ClientSystem};
 
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
@@ -30,6 +33,10 @@ pub struct TurnOptions {
     /// System instructions the client carried on a stateless call (Xiaozhi's intent and memory
     /// helpers send whole prompts). When present they replace the agent's own chat prompt.
     pub instructions: Option<String>,
+    /// The client's system text on a remembered thread (Xiaozhi's persona, the time, its
+    /// `<memory>` block), as `--client-prompt` joins it to the box's prompt. Fresh every turn,
+    /// never stored.
+    pub client_system: Option<ClientSystem>,
     /// The client hears text as it is produced (not collected into one reply). Collected
     /// answers must not contain filler, so chatty mode speaks only when this is set.
     pub streaming: bool,
@@ -47,10 +54,29 @@ pub struct TurnInput {
 }
 
 impl TurnInput {
-    /// What a model call is sent: one system message, then the conversation. The system text
-    /// is the client's own instructions when it carried some, else the agent's `prompt`.
+    /// What an answering model call (chat, tools) is sent: one system message, then the
+    /// conversation. The system text is the client's own instructions when it carried some on
+    /// a stateless call; else the agent's `prompt`, joined with the client's system text of a
+    /// remembered thread as `--client-prompt` says.
     pub fn model_messages(&self, prompt: &str) -> Vec<ChatMessage> {
-        let system = self.options.instructions.as_deref().unwrap_or(prompt);
+        let system = match (&self.options.instructions, &self.options.client_system) {
+            (Some(instructions), _) => instructions.clone(),
+            (None, Some(client)) => client.join(prompt),
+            (None, None) => prompt.to_string(),
+        };
+        self.messages_under(system)
+    }
+
+    /// What a helper call of the box's own (the router, chatty filler) is sent: its own
+    /// `prompt` alone, then the conversation. The client's persona is not the router's business.
+    pub fn own_prompt_messages(&self, prompt: &str) -> Vec<ChatMessage> {
+        match &self.options.instructions {
+            Some(instructions) => self.messages_under(instructions.clone()),
+            None => self.messages_under(prompt.to_string()),
+        }
+    }
+
+    fn messages_under(&self, system: String) -> Vec<ChatMessage> {
         let mut messages = Vec::with_capacity(self.history.len() + 4);
         messages.push(ChatMessage::system(system));
         messages.extend(self.history.iter().cloned());

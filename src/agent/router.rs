@@ -83,7 +83,7 @@ impl RouteGraph {
 
     /// Asks the router model where the turn goes.
     async fn route(&self, input: &TurnInput) -> (Route, Usage) {
-        let messages = input.model_messages(&self.prompts.get(PromptName::Route));
+        let messages = input.own_prompt_messages(&self.prompts.get(PromptName::Route));
         let request = ChatRequest {
             model: &self.router_model,
             messages: &messages,

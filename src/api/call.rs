@@ -15,6 +15,7 @@ use axum::response::Response;
 use super::dialogue::Dialogue;
 use super::error::ApiError;
 use super::stream::{self, FrameWriter};
+use crate::agent::ClientPromptMode;
 use crate::agent::turns::{CallIds, MemoryScope, TurnRequest, TurnRunner, TurnSummary};
 
 /// Longest thread / session id accepted, in bytes.
@@ -48,6 +49,8 @@ pub struct Call {
     pub app: Option<ClientId>,
     /// What names the thread of a call addressed to an app (`--memory-scope`).
     pub memory_scope: MemoryScope,
+    /// What a session call's own system text does (`--client-prompt`).
+    pub client_prompt: ClientPromptMode,
     /// The turn streams its answer to the client as it is produced.
     pub streaming: bool,
 }
@@ -66,7 +69,8 @@ impl Call {
         let place = ids
             .place(self.memory_scope)
             .map_err(|e| ApiError::invalid(e.to_string()))?;
-        self.dialogue.into_turn(place, self.streaming)
+        self.dialogue
+            .into_turn(place, self.streaming, self.client_prompt)
     }
 }
 
@@ -126,6 +130,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::agent::ClientSystem;
     use crate::agent::turns::ThreadChoice;
     use crate::llm::ChatMessage;
 
@@ -146,6 +151,7 @@ mod tests {
             session: session.map(|s| ClientId::new(s, "session_id")),
             app: app.map(|a| ClientId::new(a, "app_id")),
             memory_scope: scope,
+            client_prompt: ClientPromptMode::Append,
             streaming: true,
         }
     }
@@ -159,6 +165,11 @@ mod tests {
         assert_eq!(turn.new_messages, vec![ChatMessage::user("two")]);
         assert_eq!(turn.options.device_id.as_deref(), Some("speaker"));
         assert_eq!(turn.options.instructions, None);
+        // The session call's system text is the client's prompt for this turn, not memory.
+        assert_eq!(
+            turn.options.client_system,
+            Some(ClientSystem::Append("be brief".into()))
+        );
         assert!(turn.options.streaming);
     }
 
@@ -181,6 +192,7 @@ mod tests {
         assert_eq!(turn.thread, ThreadChoice::Start);
         assert_eq!(turn.new_messages.len(), 3);
         assert_eq!(turn.options.instructions.as_deref(), Some("be brief"));
+        assert_eq!(turn.options.client_system, None);
     }
 
     #[test]

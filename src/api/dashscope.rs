@@ -148,6 +148,7 @@ pub fn parse_call(
             .map(|id| ClientId::new(id, "input.session_id")),
         app: Some(ClientId::new(app_id, "app_id")),
         memory_scope: settings.memory_scope,
+        client_prompt: settings.client_prompt,
         // Fake streaming runs the turn collected, then sends it as one event.
         streaming: streaming && !settings.fake_stream,
     }

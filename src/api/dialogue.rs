@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::ApiError;
-use crate::agent::TurnOptions;
 use crate::agent::turns::{ThreadChoice, TurnPlace, TurnRequest};
+use crate::agent::{ClientPromptMode, TurnOptions};
 use crate::llm::{ChatMessage, FunctionCall, Role, ToolCall};
 
 /// A message as a client sends it.
@@ -87,9 +87,15 @@ impl Dialogue {
         }
     }
 
-    /// The turn to run at `place`: on a remembered thread only the newest user turn, on a new
-    /// one the whole dialogue with its system text as the client's instructions.
-    pub fn into_turn(mut self, place: TurnPlace, streaming: bool) -> Result<TurnRequest, ApiError> {
+    /// The turn to run at `place`: on a remembered thread only the newest user turn, with the
+    /// system text as `client_prompt` says; on a new one the whole dialogue with its system
+    /// text as the client's instructions.
+    pub fn into_turn(
+        mut self,
+        place: TurnPlace,
+        streaming: bool,
+        client_prompt: ClientPromptMode,
+    ) -> Result<TurnRequest, ApiError> {
         let Some(newest_user) = self.messages.iter().rposition(|m| m.role == Role::User) else {
             return Err(ApiError::invalid(
                 if self.messages.is_empty() && self.system.is_empty() {
@@ -100,12 +106,14 @@ impl Dialogue {
             ));
         };
         let TurnPlace { thread, device_id } = place;
-        let (new_messages, instructions) = match thread {
-            ThreadChoice::Remember(_) => (vec![self.messages.swap_remove(newest_user)], None),
-            ThreadChoice::Start => {
-                let instructions = (!self.system.is_empty()).then(|| self.system.join("\n\n"));
-                (self.messages, instructions)
-            }
+        let system = (!self.system.is_empty()).then(|| self.system.join("\n\n"));
+        let (new_messages, instructions, client_system) = match thread {
+            ThreadChoice::Remember(_) => (
+                vec![self.messages.swap_remove(newest_user)],
+                None,
+                client_prompt.apply(system),
+            ),
+            ThreadChoice::Start => (self.messages, system, None),
         };
         Ok(TurnRequest {
             thread,
@@ -113,6 +121,7 @@ impl Dialogue {
             options: TurnOptions {
                 device_id,
                 instructions,
+                client_system,
                 streaming,
             },
         })
@@ -221,7 +230,11 @@ mod tests {
         d.push_user("two".into());
         d.merge_repeated_last_user();
         let turn = d
-            .into_turn(place(ThreadChoice::Remember("t".into())), false)
+            .into_turn(
+                place(ThreadChoice::Remember("t".into())),
+                false,
+                ClientPromptMode::Append,
+            )
             .unwrap();
         assert_eq!(turn.new_messages, vec![ChatMessage::user("two")]);
     }
@@ -235,7 +248,9 @@ mod tests {
             {"role": "user", "content": "two"},
         ])))
         .unwrap();
-        let turn = d.into_turn(place(ThreadChoice::Start), true).unwrap();
+        let turn = d
+            .into_turn(place(ThreadChoice::Start), true, ClientPromptMode::Append)
+            .unwrap();
         assert_eq!(turn.new_messages.len(), 3);
         assert_eq!(
             turn.options.instructions.as_deref(),
@@ -253,14 +268,14 @@ mod tests {
             Dialogue::from_wire(wire(json!([{"role": "system", "content": "x"}]))).unwrap();
         assert!(
             only_system
-                .into_turn(place(ThreadChoice::Start), false)
+                .into_turn(place(ThreadChoice::Start), false, ClientPromptMode::Append)
                 .unwrap_err()
                 .message
                 .contains("no user")
         );
         assert!(
             Dialogue::default()
-                .into_turn(place(ThreadChoice::Start), false)
+                .into_turn(place(ThreadChoice::Start), false, ClientPromptMode::Append)
                 .unwrap_err()
                 .message
                 .contains("empty")

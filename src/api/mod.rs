@@ -28,6 +28,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use self::error::{ApiError, ErrorKind};
+use crate::agent::ClientPromptMode;
 use crate::agent::turns::{MemoryScope, TurnRunner};
 use crate::auth::{ApiKeys, throttle};
 
@@ -35,6 +36,8 @@ use crate::auth::{ApiKeys, throttle};
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
     pub memory_scope: MemoryScope,
+    /// `--client-prompt`: what a session call's own system text does.
+    pub client_prompt: ClientPromptMode,
     pub fake_stream: bool,
     pub keepalive: Duration,
     pub max_body_bytes: usize,

@@ -15,12 +15,12 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::AppState;
 use super::body::parse_json;
 use super::call::{self, AnswerShape, Call, ClientId, check_thread_id};
 use super::dialogue::{Dialogue, WireMessage};
 use super::error::{ApiError, ErrorKind};
 use super::openai_sse::{OpenAiChunks, usage_json};
+use super::{ApiSettings, AppState};
 use crate::agent::turns::{MemoryScope, TurnRequest, TurnSummary};
 
 pub fn routes() -> Router<AppState> {
@@ -72,7 +72,10 @@ pub struct ChatCall {
 
 /// Reads a call's body into the turn to run. Pure: the handler and the fuzz target
 /// (`crate::fuzzing`) run exactly this.
-pub fn parse_call(body: Result<Bytes, BytesRejection>) -> Result<ChatCall, ApiError> {
+pub fn parse_call(
+    body: Result<Bytes, BytesRejection>,
+    settings: &ApiSettings,
+) -> Result<ChatCall, ApiError> {
     let request: ChatCompletionRequest = parse_json(body)?;
     let turn = Call {
         dialogue: Dialogue::from_wire(request.messages)?,
@@ -80,6 +83,7 @@ pub fn parse_call(body: Result<Bytes, BytesRejection>) -> Result<ChatCall, ApiEr
         app: None,
         // OpenAI calls name no app: a thread id is its own thread.
         memory_scope: MemoryScope::Session,
+        client_prompt: settings.client_prompt,
         streaming: request.stream.unwrap_or(false),
     }
     .into_turn()?;
@@ -94,7 +98,7 @@ pub fn parse_call(body: Result<Bytes, BytesRejection>) -> Result<ChatCall, ApiEr
 }
 
 async fn run(app: AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let call = parse_call(body)?;
+    let call = parse_call(body, &app.settings)?;
     // Clients name whatever model they like; they get their name back.
     let model = call
         .model

@@ -95,6 +95,7 @@ pub async fn run(config: Config, serve: ServeConfig) -> Result<(), ServeError> {
         keys: keys.clone(),
         settings: Arc::new(ApiSettings {
             memory_scope: serve.memory_scope,
+            client_prompt: serve.client_prompt,
             fake_stream: serve.fake_stream,
             keepalive: serve.keepalive,
             max_body_bytes: serve.max_body_bytes,
@@ -114,7 +115,7 @@ pub async fn run(config: Config, serve: ServeConfig) -> Result<(), ServeError> {
     key_source.announce(&keys, &config.data_dir);
     tracing::info!(
         data = %db_path.display(),
-        model = %config.llm.model,
+        models = %serve.agent.models_in_use(&config.llm.model),
         graph = ?serve.agent.graph,
         upstream = %redact_url(&config.llm.base_url),
         api = %api_addr,

@@ -44,6 +44,18 @@ pub struct LlmConfig {
     pub max_answer_bytes: usize,
 }
 
+impl LlmConfig {
+    /// The upstream is Alibaba's DashScope (any region's `*.aliyuncs.com`): the only place the
+    /// default helper model names (`qwen-flash`) exist. A local server (Ollama, vLLM,
+    /// llama.cpp) answers 404 for them, so elsewhere every model defaults to `--llm-name`.
+    pub fn is_dashscope(&self) -> bool {
+        reqwest::Url::parse(&self.base_url)
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_ascii_lowercase))
+            .is_some_and(|host| host == "aliyuncs.com" || host.ends_with(".aliyuncs.com"))
+    }
+}
+
 /// How much of an error answer (non-2xx) is read: enough for any error message.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Conformance suite for lang-agent: runs the Python SDK tests (dashscope + openai)
-# in several virtualenvs, one per dashscope SDK version.
+# in several virtualenvs, one per dashscope / openai SDK pairing.
 #
 # Usage: tests/python/run.sh [extra pytest args...]
 #   LANG_AGENT_BIN   path of the server binary (default: $REPO/target/debug/lang-agent)
@@ -20,20 +20,22 @@ if [[ ! -x "$LANG_AGENT_BIN" ]]; then
     exit 2
 fi
 
-COMMON_REQS=(pytest pytest-timeout openai requests)
+COMMON_REQS=(pytest pytest-timeout requests)
 
-# name|dashscope requirement
+# name|the SDKs' requirements (space-separated)
 VENVS=(
-    "dashscope-1.23.1|dashscope==1.23.1"   # what Xiaozhi pins
-    "dashscope-1.x-latest|dashscope<2"     # newest 1.x
-    "dashscope-latest|dashscope"           # newest overall (2.x)
+    "xiaozhi-pins|dashscope==1.25.2 openai==2.8.1"  # what current Xiaozhi pins
+    "dashscope-1.23.1|dashscope==1.23.1 openai"     # what older Xiaozhi releases pin
+    "dashscope-1.x-latest|dashscope<2 openai"       # newest 1.x
+    "dashscope-latest|dashscope openai"             # newest overall (2.x)
 )
 
 setup_venv() {
-    local name="$1" dsreq="$2"
+    local name="$1" sdkreqs="$2"
     local dir="$PYENV_ROOT_DIR/$name"
     local reqs stamp want
-    reqs="$(printf '%s\n' "${COMMON_REQS[@]}" "$dsreq")"
+    # shellcheck disable=SC2086
+    reqs="$(printf '%s\n' "${COMMON_REQS[@]}" $sdkreqs)"
     want="$( { "$PYTHON" --version 2>&1; printf '%s\n' "$reqs"; } | sha256sum | cut -d' ' -f1)"
     stamp="$dir/.requirements.sha256"
     if [[ -x "$dir/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
@@ -52,11 +54,11 @@ setup_venv() {
 failed=()
 for entry in "${VENVS[@]}"; do
     name="${entry%%|*}"
-    dsreq="${entry#*|}"
+    sdkreqs="${entry#*|}"
     if [[ -n "${PYENV_ONLY:-}" && "$PYENV_ONLY" != "$name" ]]; then
         continue
     fi
-    setup_venv "$name" "$dsreq"
+    setup_venv "$name" "$sdkreqs"
     py="$PYENV_ROOT_DIR/$name/bin/python"
     versions="$("$py" -c 'import importlib.metadata as m; print("dashscope", m.version("dashscope"), "openai", m.version("openai"))' 2>/dev/null || echo '?')"
     echo "==================== [$name] $versions ===================="

@@ -225,8 +225,11 @@ def test_upstream_gets_server_system_prompt_first(server, mock_llm, sid):
     assert reqs, f"upstream never got the turn; requests: {json.dumps(mock_llm.requests())[:2000]}"
     msgs = reqs[-1]["messages"]
     assert msgs[0]["role"] == "system", f"first upstream message must be the server's system prompt: {msgs}"
-    assert marker not in (msgs[0].get("content") or ""), \
-        f"the client's system message drives the upstream system prompt: {msgs[0]}"
+    system = msgs[0].get("content") or ""
+    # The box's prompt leads; the client's system texts follow it (--client-prompt append).
+    assert not system.startswith(marker), f"the client's text replaced the box's prompt: {system}"
+    assert system.index("<client_instructions>") < system.index(f"{marker} you are a pirate"), system
+    assert [m["role"] for m in msgs].count("system") == 1, msgs
     assert msgs[-1] == {"role": "user", "content": msg} or (
         msgs[-1]["role"] == "user" and msgs[-1]["content"] == msg), msgs[-1]
 
