@@ -124,6 +124,9 @@ pub async fn run(config: Config, serve: ServeConfig) -> Result<(), ServeError> {
     );
     // Not running under systemd is the normal case for a developer; nothing to report.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    if let Some(timeout) = sd_notify::watchdog_enabled() {
+        tokio::spawn(ping_watchdog(timeout));
+    }
     tokio::spawn(reload_prompts_on_sighup(prompts));
 
     let shutdown = stop_on_signal();
@@ -189,6 +192,18 @@ async fn start_tools(
     let servers = mcp::start_all(mcp_servers, MCP_FIRST_WAIT).await?;
     sources.extend(servers.into_iter().map(|s| s as Arc<dyn ToolSource>));
     Ok(Toolbox::new(sources, agent.tool_timeout))
+}
+
+/// Tells systemd the process is alive (`WatchdogSec` in the unit) at twice the rate it asks.
+/// The ping runs on the async runtime that serves every request: if the runtime wedges, the
+/// pings stop and systemd restarts the box.
+async fn ping_watchdog(timeout: std::time::Duration) {
+    tracing::info!("systemd watchdog: pinging every {:?}", timeout / 2);
+    let mut every = tokio::time::interval(timeout / 2);
+    loop {
+        every.tick().await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+    }
 }
 
 async fn reload_prompts_on_sighup(prompts: Prompts) {
