@@ -18,6 +18,9 @@ if [ "$(id -u)" -ne 0 ]; then
     sudo_cmd=(sudo)
 fi
 
-echo "install-test-deps: installing ${missing[*]}"
+# Only what is named: no recommended packages (the browser runs headless with --no-sandbox, so
+# chromium-sandbox is not needed). fonts-liberation keeps the saved screenshots readable.
+missing+=(fonts-liberation)
+echo "install-test-deps: installing with apt-get --no-install-recommends: ${missing[*]}"
 "${sudo_cmd[@]}" apt-get update -qq
-"${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+"${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
