@@ -65,6 +65,8 @@ pub struct GlobalArgs {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once at start: the size of the biggest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Serve the DashScope and OpenAI APIs (and the viewer).
     #[command(args_override_self = true)]
@@ -76,6 +78,23 @@ pub enum Command {
     Export(ExportArgs),
     /// Only the conversation viewer, over this box's SQLite file or a fleet's PostgreSQL.
     Viewer(ViewerArgs),
+    /// Write a consistent copy of the store to FILE, also while the box serves.
+    Backup(BackupArgs),
+    /// Replace the store by a backup; refused while a server runs on the data directory.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BackupArgs {
+    /// Where the copy goes; an existing file is never overwritten.
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RestoreArgs {
+    /// A file `lang-agent backup` wrote. The replaced store is kept as
+    /// `<data-dir>/lang-agent.sqlite3.before-restore`.
+    pub file: PathBuf,
 }
 
 /// `lang-agent export`: where to, and how.
@@ -155,6 +174,10 @@ pub struct ServeArgs {
     /// What names a DashScope thread: the session id, or the app id (memory survives reconnects).
     #[arg(long, value_enum, default_value_t = MemoryScope::default())]
     pub memory_scope: MemoryScope,
+    /// Delete conversations nobody has touched for this many days, in the background (off:
+    /// keep everything).
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub retain_days: Option<u32>,
     /// What a session call's own system text (Xiaozhi's persona, the time, its memory block)
     /// does: goes after the box's chat and tool prompts, replaces them, or is ignored.
     #[arg(long, value_enum, default_value_t = ClientPromptMode::default())]

@@ -46,6 +46,8 @@ pub struct ServeConfig {
     pub fake_stream: bool,
     pub memory_scope: MemoryScope,
     pub client_prompt: ClientPromptMode,
+    /// `--retain-days`: conversations untouched this long are pruned.
+    pub retain: Option<Duration>,
     pub on_busy: BusyPolicy,
     pub history_max_messages: usize,
     pub keepalive: Duration,
@@ -285,6 +287,9 @@ impl Config {
             fake_stream: args.fake_stream,
             memory_scope: args.memory_scope,
             client_prompt: args.client_prompt,
+            retain: args
+                .retain_days
+                .map(|days| Duration::from_secs(u64::from(days) * 24 * 3600)),
             on_busy: args.on_busy,
             history_max_messages: args.history_max_messages,
             keepalive: Duration::from_secs(args.keepalive_secs),

@@ -2,6 +2,7 @@
 //! the command line (and the one [`Config`]) into a running feature, and says in one error
 //! type why it could not. `main.rs` prints that error as `lang-agent: …`.
 
+pub mod backup;
 pub mod export;
 pub mod mock_llm;
 pub mod serve;
@@ -11,6 +12,7 @@ use crate::cli::{Cli, Command};
 use crate::config::{Config, ConfigError};
 use crate::export::ExportError;
 use crate::mock_llm::MockLlmError;
+use crate::store::backup::BackupError;
 
 /// Why a subcommand failed; its message is the one line the user sees.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +29,8 @@ pub enum CommandError {
     Viewer(#[from] viewer::ViewerCommandError),
     #[error(transparent)]
     MockLlm(#[from] MockLlmError),
+    #[error(transparent)]
+    Backup(#[from] BackupError),
 }
 
 /// Runs the parsed command line's subcommand to its end.
@@ -42,6 +46,8 @@ pub fn run(cli: Cli) -> Result<(), CommandError> {
             Command::MockLlm(args) => Ok(mock_llm::run(args).await?),
             Command::Export(args) => Ok(export::run(&config, &args).await?),
             Command::Viewer(args) => Ok(viewer::run(&config, &args).await?),
+            Command::Backup(args) => Ok(backup::run_backup(&config, &args).await?),
+            Command::Restore(args) => Ok(backup::run_restore(&config, &args).await?),
         }
     })
 }

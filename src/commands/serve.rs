@@ -22,6 +22,7 @@ use crate::http::{self, BindError, bind, run_with_grace, stop_on_signal};
 use crate::llm::{LlmClient, LlmError};
 use crate::pg::{PgTarget, PgUrlError};
 use crate::redact::redact_url;
+use crate::store::backup::{BackupError, ServingLock};
 use crate::store::{Store, StoreError};
 use crate::tools::local::LocalTools;
 use crate::tools::mcp::{self, HttpClientError, McpConfigError, McpServerConfig};
@@ -42,6 +43,13 @@ pub enum ServeError {
     McpConfig(#[from] McpConfigError),
     #[error("cannot open the store {}: {source}", path.display())]
     Store { path: PathBuf, source: StoreError },
+    #[error(
+        "{} is in use by another `lang-agent serve` (or a restore); one server per data directory",
+        .0.display()
+    )]
+    DataDirBusy(PathBuf),
+    #[error("cannot lock the data directory: {0}")]
+    Lock(BackupError),
     #[error("cannot set up API keys in {}: {source}", dir.display())]
     Keys {
         dir: PathBuf,
@@ -64,6 +72,11 @@ pub async fn run(config: Config, serve: ServeConfig) -> Result<(), ServeError> {
     let ports = if serve.viewer_addr.is_some() { 2 } else { 1 };
     http::raise_open_files_limit(ports * serve.http.max_connections);
     let db_path = config.sqlite_path();
+    // Before the store opens: a second server would close the first one's running turns.
+    let _serving = ServingLock::take(&db_path).map_err(|e| match e {
+        BackupError::Serving(dir) => ServeError::DataDirBusy(dir),
+        other => ServeError::Lock(other),
+    })?;
     let store = Store::open_for_serve(&db_path).map_err(|source| ServeError::Store {
         path: db_path.clone(),
         source,
@@ -131,6 +144,10 @@ pub async fn run(config: Config, serve: ServeConfig) -> Result<(), ServeError> {
 
     let shutdown = stop_on_signal();
     store.spawn_search_indexer(shutdown.clone());
+    if let Some(retain) = serve.retain {
+        tracing::info!("retention: conversations untouched for {retain:?} are deleted");
+        store.spawn_pruner(retain, shutdown.clone());
+    }
     let follower = follow.map(|options| {
         tracing::info!(to = %options.target, "exporting the log to PostgreSQL as it grows");
         export::spawn_follower(store.clone(), options, shutdown.clone())

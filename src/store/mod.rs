@@ -8,10 +8,12 @@
 //! `serve` opens it with [`Store::open_for_serve`], which also makes the files private and
 //! closes turns a previous run left `running`.
 
+pub mod backup;
 mod delete;
 mod files;
 mod health;
 mod log;
+mod retention;
 mod schema;
 mod search_index;
 mod turn_rows;
@@ -194,9 +196,12 @@ fn configure(conn: &mut rusqlite::Connection) -> Result<(), rusqlite::Error> {
 /// Now, as stored: RFC 3339 UTC with milliseconds, which sorts as text and which PostgreSQL
 /// reads into `TIMESTAMPTZ` as is.
 pub fn now_timestamp() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
+    timestamp(chrono::Utc::now())
+}
+
+/// `at`, as stored.
+pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
 #[cfg(test)]
