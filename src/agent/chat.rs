@@ -23,7 +23,7 @@ pub struct ChatAgent {
 }
 
 /// What the chat model did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChatAnswer {
     /// It answered in words (logged, and spoken through the sink).
     Spoke(AgentOutcome),
@@ -48,6 +48,8 @@ impl ChatAgent {
             messages: &messages,
             tools: &[],
             json_object: false,
+            sampling: &input.options.sampling,
+            tool_choice: None,
         };
         let mut on_text = |piece: &str| sink.text(piece);
         let completion = self.llm.stream(&request, &mut on_text).await?;
@@ -68,6 +70,7 @@ impl ChatAgent {
         Ok(ChatAnswer::Spoke(AgentOutcome {
             usage: completion.usage,
             finish,
+            client_calls: Vec::new(),
         }))
     }
 }

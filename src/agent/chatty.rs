@@ -11,6 +11,7 @@
 //! The log gets the filler as its own AI message (exactly what was spoken), followed by the
 //! tool branch's messages, held back until then so that the order of the log is the order of
 //! speech. Filler needs a listener: collected (non-stream) answers get the answer alone.
+//! Client-tool turns (OpenAI `tools`) get no filler.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +23,7 @@ use tokio::time::Instant;
 
 use super::prompts::{PromptName, Prompts};
 use super::{Agent, AgentEvent, AgentOutcome, AgentSink, TurnInput, tool_calls_without_tools};
-use crate::llm::{ChatMessage, ChatRequest, LlmClient, LlmError, Usage};
+use crate::llm::{ChatMessage, ChatRequest, LlmClient, LlmError, Sampling, Usage};
 
 pub struct ChattyToolAgent {
     tool_branch: Arc<dyn Agent>,
@@ -58,6 +59,8 @@ impl ChattyToolAgent {
             messages: &messages,
             tools: &[],
             json_object: false,
+            sampling: &Sampling::NONE,
+            tool_choice: None,
         };
         let mut on_text = |piece: &str| {
             let _ = pieces.send(piece.to_string());
@@ -70,6 +73,11 @@ impl ChattyToolAgent {
     }
 
     async fn run(&self, input: &TurnInput, sink: AgentSink) -> Result<AgentOutcome, LlmError> {
+        if input.is_client_tool_turn() {
+            // The client speaks around its own tool calls: filler would only sit in front of
+            // the calls it is waiting for.
+            return self.tool_branch.answer(input, sink).await;
+        }
         let (work_sink, mut work_events) = AgentSink::channel();
         let mut work = self.tool_branch.answer(input, work_sink).fuse();
         let (pieces_tx, mut pieces) = mpsc::unbounded_channel();
@@ -157,6 +165,10 @@ impl Agent for ChattyToolAgent {
 
     fn model_name(&self) -> &str {
         self.tool_branch.model_name()
+    }
+
+    fn box_tool_names(&self) -> Vec<String> {
+        self.tool_branch.box_tool_names()
     }
 }
 

@@ -21,12 +21,14 @@ pub use self::client_prompt::{ClientPromptMode, ClientSystem};
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
-use crate::llm::{ChatMessage, Completion, FINISH_LENGTH, LlmError, Usage};
+use crate::llm::{
+    ChatMessage, Completion, FINISH_LENGTH, LlmError, Role, Sampling, ToolCall, ToolChoice, Usage,
+};
 
 /// What a client asks of a turn besides its messages: where it comes from and how it wants
 /// the answer. The request ([`turns::TurnRequest`]) and the agent's input ([`TurnInput`]) both
 /// carry it whole, so a new field of a turn is added here once.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TurnOptions {
     /// The device the turn comes from, when the session id names one.
     pub device_id: Option<String>,
@@ -40,6 +42,23 @@ pub struct TurnOptions {
     /// The client hears text as it is produced (not collected into one reply). Collected
     /// answers must not contain filler, so chatty mode speaks only when this is set.
     pub streaming: bool,
+    /// The client's own tools (OpenAI function definitions, checked): offered to the model
+    /// beside the box's tools; the client runs them, so a step that calls one ends the turn
+    /// with `finish_reason: "tool_calls"` (see [`tool_loop`]).
+    pub client_tools: Vec<serde_json::Value>,
+    /// The tool the model must call first, if the client asked for one.
+    pub tool_choice: Option<ToolChoice>,
+    /// The client's sampling settings, for the model calls that answer (never the router's).
+    pub sampling: Sampling,
+}
+
+impl TurnOptions {
+    /// The names of the client's tools.
+    pub fn client_tool_names(&self) -> impl Iterator<Item = &str> {
+        self.client_tools
+            .iter()
+            .filter_map(|tool| tool.pointer("/function/name")?.as_str())
+    }
 }
 
 /// What the agent is given for one turn.
@@ -54,6 +73,14 @@ pub struct TurnInput {
 }
 
 impl TurnInput {
+    /// The turn is the standard OpenAI tool loop's: the client offered tools (or asked for a
+    /// tool), or it brought the results of tools it ran. Such a turn goes to the tool loop,
+    /// without router, chat branch or filler.
+    pub fn is_client_tool_turn(&self) -> bool {
+        !self.options.client_tools.is_empty()
+            || self.history.last().is_some_and(|m| m.role == Role::Tool)
+    }
+
     /// What an answering model call (chat, tools) is sent: one system message, then the
     /// conversation. The system text is the client's own instructions when it carried some on
     /// a stateless call; else the agent's `prompt`, joined with the client's system text of a
@@ -121,6 +148,8 @@ pub enum FinishReason {
     Stop,
     /// The answer was cut at `--max-answer-bytes` (or the model's own token limit).
     Length,
+    /// The model called the client's tools: the client runs them and sends the results.
+    ToolCalls,
 }
 
 impl FinishReason {
@@ -137,15 +166,18 @@ impl FinishReason {
         match self {
             FinishReason::Stop => "stop",
             FinishReason::Length => FINISH_LENGTH,
+            FinishReason::ToolCalls => "tool_calls",
         }
     }
 }
 
-/// How a turn's answer ended: the tokens all its model calls used, and why it finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How a turn's answer ended: the tokens all its model calls used, why it finished, and the
+/// client's tools the model called (finish `ToolCalls`), which the client is given to run.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AgentOutcome {
     pub usage: Usage,
     pub finish: FinishReason,
+    pub client_calls: Vec<ToolCall>,
 }
 
 /// The error of a model that answered only with tool calls where none were offered: there is
@@ -172,4 +204,10 @@ pub trait Agent: Send + Sync + 'static {
 
     /// The model named in logs and usage reports.
     fn model_name(&self) -> &str;
+
+    /// The names under which the box's own tools are offered to the model; a client's tool
+    /// may not take one of them.
+    fn box_tool_names(&self) -> Vec<String> {
+        Vec::new()
+    }
 }

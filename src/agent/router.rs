@@ -13,6 +13,8 @@
 //! and `response_format: json_object`). Anything else — unparseable output, an unknown step, a
 //! failed router call — routes to `tool`: when unsure, use tools (the original's rule).
 //! Turns carrying the client's own instructions skip the router and go to the chat branch.
+//! Client-tool turns (the client offered tools, or brings the results of its tools) skip it
+//! too and go to the tool branch: the OpenAI tool loop is the tool loop's job.
 //!
 //! A router that does not decide within `--router-timeout-ms` (or whose call times out) must
 //! not hold back a chat answer that is already on its way: the turn goes on as chat. So a
@@ -32,7 +34,7 @@ use serde_json::Value;
 use super::chat::{ChatAgent, ChatAnswer};
 use super::prompts::{PromptName, Prompts};
 use super::{Agent, AgentEvent, AgentOutcome, AgentSink, TurnInput};
-use crate::llm::{ChatRequest, LlmClient, LlmError, Usage};
+use crate::llm::{ChatRequest, LlmClient, LlmError, Sampling, Usage};
 
 /// `--router-llm-name`'s default: the fast model that routes turns (and speaks chatty filler).
 pub const DEFAULT_ROUTER_MODEL: &str = "qwen-flash";
@@ -89,6 +91,9 @@ impl RouteGraph {
             messages: &messages,
             tools: &[],
             json_object: true,
+            // The client's sampling is for the answer, not for the decision.
+            sampling: &Sampling::NONE,
+            tool_choice: None,
         };
         let thread = &input.thread_id;
         let decided = tokio::time::timeout(self.router_timeout, self.llm.complete(&request)).await;
@@ -118,6 +123,9 @@ impl RouteGraph {
     }
 
     async fn run(&self, input: &TurnInput, sink: AgentSink) -> Result<AgentOutcome, LlmError> {
+        if input.is_client_tool_turn() {
+            return self.tool_branch(input, sink, Usage::default()).await;
+        }
         if input.options.instructions.is_some() {
             return self.chat.answer(input, sink).await;
         }
@@ -220,6 +228,10 @@ impl Agent for RouteGraph {
 
     fn model_name(&self) -> &str {
         &self.model
+    }
+
+    fn box_tool_names(&self) -> Vec<String> {
+        self.tool_branch.box_tool_names()
     }
 }
 

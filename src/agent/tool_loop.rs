@@ -11,6 +11,12 @@
 //! [`MAX_TOOL_CALLS_PER_TURN`] calls, one last call is made without tools, so the model must
 //! answer with what it has.
 //!
+//! The client's own tools (OpenAI `tools`) are offered beside the box's. The box cannot run
+//! them: a step that calls one ends the turn with finish reason `tool_calls`, and the client's
+//! next request brings the results and continues the loop. Box calls of that same step still
+//! run in the box first; their message and results are logged before the message holding the
+//! client's calls, so every call in memory is answered before the next assistant message.
+//!
 //! An answer cut at `--max-answer-bytes` ends the turn with its text: its tool calls may be
 //! incomplete and are never run. A model that answers only with tool calls where none were
 //! offered has nothing to say: that is an upstream error, not an empty answer.
@@ -67,12 +73,15 @@ impl ToolAgent {
     }
 
     async fn run(&self, input: &TurnInput, sink: &AgentSink) -> Result<AgentOutcome, LlmError> {
+        let options = &input.options;
         // A client that sent its own instructions (Xiaozhi's intent and memory helpers) asked
-        // for a specific job in a specific shape: that is answered as asked, without tools.
-        let tools = match &input.options.instructions {
-            Some(_) => Vec::new(),
-            None => self.toolbox.definitions(input.options.device_id.is_some()),
+        // for a specific job in a specific shape: that is answered as asked, without the box's
+        // tools, unless the client offered tools itself (the OpenAI tool loop).
+        let mut tools = match &options.instructions {
+            Some(_) if options.client_tools.is_empty() => Vec::new(),
+            _ => self.toolbox.definitions(options.device_id.is_some()),
         };
+        tools.extend(options.client_tools.iter().cloned());
         let mut messages = input.model_messages(&self.prompts.get(self.prompt));
         let mut usage = Usage::default();
         let mut calls_made = 0;
@@ -84,6 +93,10 @@ impl ToolAgent {
                 messages: &messages,
                 tools: offered,
                 json_object: false,
+                sampling: &options.sampling,
+                // The client's choice binds the first call; the box's own rounds after it are
+                // free to answer (a forced call in every round would never end).
+                tool_choice: options.tool_choice.as_ref().filter(|_| step == 0),
             };
             let mut on_text = |piece: &str| sink.text(piece);
             let completion = self.llm.stream(&request, &mut on_text).await?;
@@ -105,7 +118,11 @@ impl ToolAgent {
             }
             if reply.tool_calls.is_empty() {
                 sink.message(reply);
-                return Ok(AgentOutcome { usage, finish });
+                return Ok(AgentOutcome {
+                    usage,
+                    finish,
+                    client_calls: Vec::new(),
+                });
             }
             let budget = MAX_TOOL_CALLS_PER_TURN - calls_made;
             if reply.tool_calls.len() > budget {
@@ -123,26 +140,53 @@ impl ToolAgent {
                     call.id = format!("call_{step}_{i}");
                 }
             }
-            sink.message(reply.clone());
-            let device = input.options.device_id.as_deref();
-            let results = futures::future::join_all(
-                reply
-                    .tool_calls
-                    .iter()
-                    .map(|call| self.run_tool(&input.thread_id, call, device)),
-            )
-            .await;
-            let calls = reply.tool_calls.clone();
-            messages.push(reply);
-            for (call, content) in calls.iter().zip(results) {
-                let mut result = ChatMessage::new(Role::Tool, content);
-                result.tool_call_id = Some(call.id.clone());
-                result.name = Some(call.function.name.clone());
-                sink.message(result.clone());
-                messages.push(result);
+            let (client_calls, box_calls): (Vec<_>, Vec<_>) = reply
+                .tool_calls
+                .drain(..)
+                .partition(|call| options.client_tool_names().any(|n| n == call.function.name));
+            if !box_calls.is_empty() {
+                let mut asked = reply.clone();
+                asked.tool_calls = box_calls;
+                self.run_box_calls(input, asked, sink, &mut messages).await;
+                // The text belongs to the first message; the client's calls follow the box's
+                // results in a message of their own (see `client_tool_turn`).
+                reply.content.clear();
+            }
+            if !client_calls.is_empty() {
+                reply.tool_calls = client_calls;
+                return Ok(client_tool_turn(reply, usage, sink));
             }
         }
         unreachable!("the last step offers no tools, so it answers")
+    }
+
+    /// Logs the model's message asking for the box's tools, runs them in parallel and logs
+    /// each result; the model's next call sees them all.
+    async fn run_box_calls(
+        &self,
+        input: &TurnInput,
+        asked: ChatMessage,
+        sink: &AgentSink,
+        messages: &mut Vec<ChatMessage>,
+    ) {
+        sink.message(asked.clone());
+        let device = input.options.device_id.as_deref();
+        let results = futures::future::join_all(
+            asked
+                .tool_calls
+                .iter()
+                .map(|call| self.run_tool(&input.thread_id, call, device)),
+        )
+        .await;
+        let calls = asked.tool_calls.clone();
+        messages.push(asked);
+        for (call, content) in calls.iter().zip(results) {
+            let mut result = ChatMessage::new(Role::Tool, content);
+            result.tool_call_id = Some(call.id.clone());
+            result.name = Some(call.function.name.clone());
+            sink.message(result.clone());
+            messages.push(result);
+        }
     }
 
     /// One tool call's result text: the tool's answer, or why there is none.
@@ -167,6 +211,20 @@ impl ToolAgent {
     }
 }
 
+/// Ends a turn whose model step called the client's tools: the message holding exactly those
+/// calls is logged (after any box calls of the same step and their results, so memory stays a
+/// valid OpenAI history in which every call is answered before the next message), and the
+/// calls go to the client, whose next request brings their results.
+fn client_tool_turn(asked: ChatMessage, usage: Usage, sink: &AgentSink) -> AgentOutcome {
+    let client_calls = asked.tool_calls.clone();
+    sink.message(asked);
+    AgentOutcome {
+        usage,
+        finish: FinishReason::ToolCalls,
+        client_calls,
+    }
+}
+
 impl Agent for ToolAgent {
     fn answer<'a>(
         &'a self,
@@ -178,5 +236,9 @@ impl Agent for ToolAgent {
 
     fn model_name(&self) -> &str {
         &self.model
+    }
+
+    fn box_tool_names(&self) -> Vec<String> {
+        self.toolbox.names()
     }
 }

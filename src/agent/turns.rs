@@ -37,7 +37,7 @@ use self::client::ClientLink;
 use self::recorder::Recorder;
 use super::memory::{from_log, to_log};
 use super::{Agent, AgentEvent, AgentOutcome, AgentSink, FinishReason, TurnInput, TurnOptions};
-use crate::llm::{ChatMessage, LlmError, Usage};
+use crate::llm::{ChatMessage, LlmError, ToolCall, Usage};
 use crate::store::Store;
 
 pub use self::thread_name::{
@@ -94,8 +94,11 @@ pub enum TurnEvent {
 pub struct TurnSummary {
     pub model: String,
     pub usage: Usage,
-    /// Why the answer ended: `Length` when it was cut at `--max-answer-bytes`.
+    /// Why the answer ended: `Length` when it was cut at `--max-answer-bytes`, `ToolCalls`
+    /// when the model called the client's tools.
     pub finish: FinishReason,
+    /// The client's tools the model called, for the client to run (finish `ToolCalls`).
+    pub tool_calls: Vec<ToolCall>,
 }
 
 /// Why a turn did not finish.
@@ -182,6 +185,11 @@ impl TurnRunner {
 
     pub fn model_name(&self) -> &str {
         self.agent.model_name()
+    }
+
+    /// The names the box's own tools are offered under (a client's tools may not take them).
+    pub fn box_tool_names(&self) -> Vec<String> {
+        self.agent.box_tool_names()
     }
 
     /// Starts a turn in its own task and returns the client's end of it.
@@ -332,6 +340,7 @@ impl TurnRunner {
             model: self.agent.model_name().to_string(),
             usage: outcome.usage,
             finish: outcome.finish,
+            tool_calls: outcome.client_calls,
         }
     }
 

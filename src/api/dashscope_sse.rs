@@ -142,6 +142,7 @@ mod tests {
                 completion_tokens: 2,
             },
             finish: FinishReason::Stop,
+            tool_calls: Vec::new(),
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! Both protocols carry OpenAI-style messages, and both follow one rule for memory: on a thread
 //! the server remembers, only the newest user turn is taken (Xiaozhi resends its whole dialogue
-//! every time); on a new thread, the carried messages are the history. Everything a client may
+//! every time), or, when the dialogue continues a tool call, the client's tool results after
+//! the last assistant message; on a new thread, the carried messages are the history. Everything a client may
 //! send is accepted in the shapes real clients use (text parts, `null` content on assistant
 //! tool-call messages, several system messages); anything else is a 400 saying which message.
 
@@ -87,33 +88,44 @@ impl Dialogue {
         }
     }
 
-    /// The turn to run at `place`: on a remembered thread only the newest user turn, with the
-    /// system text as `client_prompt` says; on a new one the whole dialogue with its system
-    /// text as the client's instructions.
+    /// The turn to run at `place`: on a remembered thread only what the thread has not seen
+    /// (the newest user turn, or the results of the client's tools that answer the last
+    /// assistant message, see [`Dialogue::unanswered_tail`]) with the system text as
+    /// `client_prompt` says; on a new one the whole dialogue with its system text as the
+    /// client's instructions.
     pub fn into_turn(
         mut self,
         place: TurnPlace,
         streaming: bool,
         client_prompt: ClientPromptMode,
     ) -> Result<TurnRequest, ApiError> {
-        let Some(newest_user) = self.messages.iter().rposition(|m| m.role == Role::User) else {
-            return Err(ApiError::invalid(
-                if self.messages.is_empty() && self.system.is_empty() {
-                    "messages is empty; send at least one user message"
-                } else {
-                    "no user message; send at least one message with role \"user\""
-                },
-            ));
-        };
         let TurnPlace { thread, device_id } = place;
+        let remembered = matches!(thread, ThreadChoice::Remember(_));
+        let tail = self.unanswered_tail();
+        let new_messages = match tail {
+            Some(start) if remembered => self.messages.split_off(start),
+            _ => {
+                let Some(newest_user) = self.messages.iter().rposition(|m| m.role == Role::User)
+                else {
+                    return Err(ApiError::invalid(
+                        if self.messages.is_empty() && self.system.is_empty() {
+                            "messages is empty; send at least one user message"
+                        } else {
+                            "no user message; send at least one message with role \"user\""
+                        },
+                    ));
+                };
+                if remembered {
+                    vec![self.messages.swap_remove(newest_user)]
+                } else {
+                    std::mem::take(&mut self.messages)
+                }
+            }
+        };
         let system = (!self.system.is_empty()).then(|| self.system.join("\n\n"));
-        let (new_messages, instructions, client_system) = match thread {
-            ThreadChoice::Remember(_) => (
-                vec![self.messages.swap_remove(newest_user)],
-                None,
-                client_prompt.apply(system),
-            ),
-            ThreadChoice::Start => (self.messages, system, None),
+        let (instructions, client_system) = match thread {
+            ThreadChoice::Remember(_) => (None, client_prompt.apply(system)),
+            ThreadChoice::Start => (system, None),
         };
         Ok(TurnRequest {
             thread,
@@ -123,8 +135,22 @@ impl Dialogue {
                 instructions,
                 client_system,
                 streaming,
+                ..TurnOptions::default()
             },
         })
+    }
+
+    /// Where the client's tool results start, when the dialogue continues a tool call: the
+    /// messages after the last assistant message begin with `tool` results (a user turn may
+    /// follow them). A remembered thread holds the assistant message that made the calls, so
+    /// these messages are what it has not seen, in order.
+    fn unanswered_tail(&self) -> Option<usize> {
+        let start = self
+            .messages
+            .iter()
+            .rposition(|m| m.role == Role::Assistant)?
+            + 1;
+        (self.messages.get(start)?.role == Role::Tool).then_some(start)
     }
 }
 
@@ -257,6 +283,58 @@ mod tests {
             Some("classify intent")
         );
         assert!(turn.options.streaming);
+    }
+
+    #[test]
+    fn a_remembered_thread_takes_the_client_tool_results_in_order() {
+        let dialogue = |tail: Value| {
+            let mut messages = json!([
+                {"role": "user", "content": "lights on"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "light", "arguments": "{}"}},
+                    {"id": "c2", "type": "function", "function": {"name": "fan", "arguments": "{}"}}]},
+            ]);
+            messages
+                .as_array_mut()
+                .unwrap()
+                .extend(tail.as_array().unwrap().iter().cloned());
+            Dialogue::from_wire(wire(messages)).unwrap()
+        };
+        let results = json!([
+            {"role": "tool", "content": "on", "tool_call_id": "c1"},
+            {"role": "tool", "content": "off", "tool_call_id": "c2"},
+        ]);
+        let turn = dialogue(results.clone())
+            .into_turn(
+                place(ThreadChoice::Remember("t".into())),
+                false,
+                ClientPromptMode::Append,
+            )
+            .unwrap();
+        let ids: Vec<_> = turn
+            .new_messages
+            .iter()
+            .map(|m| m.tool_call_id.as_deref())
+            .collect();
+        assert_eq!(ids, vec![Some("c1"), Some("c2")]);
+        assert_eq!(turn.new_messages[1].content, "off");
+        // Results and a new user turn after them: all of it, in order.
+        let mut with_user = results.as_array().unwrap().clone();
+        with_user.push(json!({"role": "user", "content": "thanks"}));
+        let turn = dialogue(Value::Array(with_user))
+            .into_turn(
+                place(ThreadChoice::Remember("t".into())),
+                false,
+                ClientPromptMode::Append,
+            )
+            .unwrap();
+        assert_eq!(turn.new_messages.len(), 3);
+        assert_eq!(turn.new_messages[2], ChatMessage::user("thanks"));
+        // A new thread keeps everything, the call included.
+        let turn = dialogue(results)
+            .into_turn(place(ThreadChoice::Start), false, ClientPromptMode::Append)
+            .unwrap();
+        assert_eq!(turn.new_messages.len(), 4);
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub enum ErrorKind {
 pub struct ApiError {
     pub kind: ErrorKind,
     pub message: String,
+    /// The request parameter at fault, when there is one (OpenAI's `param`).
+    pub param: Option<String>,
 }
 
 impl ApiError {
@@ -43,7 +45,13 @@ impl ApiError {
         ApiError {
             kind,
             message: message.into(),
+            param: None,
         }
+    }
+    /// The same error, naming the request parameter at fault.
+    pub fn with_param(mut self, param: impl Into<String>) -> ApiError {
+        self.param = Some(param.into());
+        self
     }
     pub fn invalid(message: impl Into<String>) -> ApiError {
         ApiError::new(ErrorKind::InvalidParameter, message)
@@ -110,7 +118,11 @@ impl ApiError {
 
     pub fn openai_body(&self) -> serde_json::Value {
         let (kind, code) = self.openai_type_and_code();
-        json!({"error": {"message": self.message, "type": kind, "code": code}})
+        let mut body = json!({"error": {"message": self.message, "type": kind, "code": code}});
+        if let Some(param) = &self.param {
+            body["error"]["param"] = json!(param);
+        }
+        body
     }
 
     pub fn into_dashscope(self, request_id: &str) -> Response {

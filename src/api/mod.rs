@@ -13,6 +13,7 @@ pub(crate) mod dialogue;
 pub mod error;
 mod framework_errors;
 pub(crate) mod openai;
+mod openai_params;
 mod openai_sse;
 mod stream;
 

@@ -5,6 +5,12 @@
 //! user message is taken; without one the request is stateless, the client's messages are the
 //! history, as every OpenAI client expects (the turn is still logged, as a new conversation
 //! whose id comes back as `thread_id`).
+//!
+//! The client's `tools` are offered to the model beside the box's own, and the standard OpenAI
+//! loop runs: calls to the client's tools end the answer with `finish_reason: "tool_calls"`
+//! (in `message.tool_calls`, or streamed as `delta.tool_calls`), and the client's next request
+//! brings the `tool` results. Sampling settings reach the answering model call only
+//! ([`super::openai_params`] checks them all).
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -13,13 +19,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::body::parse_json;
 use super::call::{self, AnswerShape, Call, ClientId, check_thread_id};
 use super::dialogue::{Dialogue, WireMessage};
 use super::error::{ApiError, ErrorKind};
-use super::openai_sse::{OpenAiChunks, usage_json};
+use super::openai_params::{WireParams, check_no_clash};
+use super::openai_sse::{OpenAiChunks, tool_calls_json, usage_json};
 use super::{ApiSettings, AppState};
 use crate::agent::turns::{MemoryScope, TurnRequest, TurnSummary};
 
@@ -42,6 +49,9 @@ struct ChatCompletionRequest {
     stream_options: Option<StreamOptions>,
     #[serde(default)]
     thread_id: Option<String>,
+    /// Tools, tool choice and sampling settings.
+    #[serde(flatten)]
+    params: WireParams,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,7 +87,8 @@ pub fn parse_call(
     settings: &ApiSettings,
 ) -> Result<ChatCall, ApiError> {
     let request: ChatCompletionRequest = parse_json(body)?;
-    let turn = Call {
+    let params = request.params.check()?;
+    let mut turn = Call {
         dialogue: Dialogue::from_wire(request.messages)?,
         session: request.thread_id.map(|id| ClientId::new(id, "thread_id")),
         app: None,
@@ -87,6 +98,9 @@ pub fn parse_call(
         streaming: request.stream.unwrap_or(false),
     }
     .into_turn()?;
+    turn.options.client_tools = params.tools;
+    turn.options.tool_choice = params.tool_choice;
+    turn.options.sampling = params.sampling;
     Ok(ChatCall {
         turn,
         model: request.model,
@@ -99,6 +113,7 @@ pub fn parse_call(
 
 async fn run(app: AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let call = parse_call(body, &app.settings)?;
+    check_no_clash(&call.turn.options.client_tools, &app.turns.box_tool_names())?;
     // Clients name whatever model they like; they get their name back.
     let model = call
         .model
@@ -134,6 +149,14 @@ impl AnswerShape for OpenAiShape {
     }
 
     fn whole(&self, thread_id: &str, text: &str, summary: &TurnSummary) -> Response {
+        let mut message = json!({"role": "assistant", "content": text});
+        if !summary.tool_calls.is_empty() {
+            // OpenAI's shape: no text is `null` content beside the calls.
+            if text.is_empty() {
+                message["content"] = Value::Null;
+            }
+            message["tool_calls"] = tool_calls_json(&summary.tool_calls, false);
+        }
         Json(json!({
             "id": self.id,
             "object": "chat.completion",
@@ -141,7 +164,7 @@ impl AnswerShape for OpenAiShape {
             "model": self.model,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "message": message,
                 "finish_reason": summary.finish.as_str(),
             }],
             "usage": usage_json(&summary.usage),

@@ -1,7 +1,8 @@
 //! OpenAI chat-completion chunks, the one place that writes them.
 //!
-//! `data: {chunk}` per piece of text (the first carries the assistant role), a closing chunk
-//! with `finish_reason: "stop"`, a usage chunk with empty `choices` when the client asked
+//! `data: {chunk}` per piece of text (the first carries the assistant role), the client's tool
+//! calls in one `delta.tool_calls` chunk when the model called them, a closing chunk with
+//! `finish_reason` (`"stop"`, `"length"`, `"tool_calls"`), a usage chunk with empty `choices` when the client asked
 //! for `stream_options.include_usage`, then `data: [DONE]`. A failure after the stream began
 //! is `data: {"error": {...}}`, which the `openai` SDK raises as `APIError`.
 
@@ -11,7 +12,7 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::stream::FrameWriter;
 use crate::agent::turns::TurnSummary;
-use crate::llm::Usage;
+use crate::llm::{ToolCall, Usage};
 
 pub struct OpenAiChunks {
     id: String,
@@ -51,6 +52,23 @@ fn data(value: &Value) -> String {
     format!("data: {value}\n\n")
 }
 
+/// The client's tool calls as OpenAI sends them: in a message, or (`indexed`) as the deltas of
+/// a stream, each with its `index`.
+pub fn tool_calls_json(calls: &[ToolCall], indexed: bool) -> Value {
+    let calls = calls.iter().enumerate().map(|(index, call)| {
+        let mut json = json!({
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.function.name, "arguments": call.function.arguments},
+        });
+        if indexed {
+            json["index"] = json!(index);
+        }
+        json
+    });
+    Value::Array(calls.collect())
+}
+
 /// OpenAI's usage object.
 pub fn usage_json(usage: &Usage) -> Value {
     json!({
@@ -76,10 +94,24 @@ impl FrameWriter for OpenAiChunks {
     }
 
     fn finished(&mut self, summary: &TurnSummary) -> Bytes {
-        let mut out = data(&self.chunk(
+        let mut out = String::new();
+        if !summary.tool_calls.is_empty() {
+            // Whole calls in one delta: what the SDK's stream helpers and Xiaozhi assemble.
+            let mut delta = json!({"tool_calls": tool_calls_json(&summary.tool_calls, true)});
+            if !self.role_sent {
+                self.role_sent = true;
+                delta["role"] = json!("assistant");
+                delta["content"] = Value::Null;
+            }
+            out.push_str(&data(&self.chunk(
+                json!([{"index": 0, "delta": delta, "finish_reason": null}]),
+                None,
+            )));
+        }
+        out.push_str(&data(&self.chunk(
             json!([{"index": 0, "delta": {}, "finish_reason": summary.finish.as_str()}]),
             None,
-        ));
+        )));
         if self.include_usage {
             out.push_str(&data(
                 &self.chunk(json!([]), Some(usage_json(&summary.usage))),
@@ -122,12 +154,45 @@ mod tests {
                 completion_tokens: 1,
             },
             finish: FinishReason::Length,
+            tool_calls: Vec::new(),
         }));
         assert_eq!(end.len(), 3);
         let last: Value = serde_json::from_str(&end[0]).unwrap();
         assert_eq!(last["choices"][0]["finish_reason"], "length");
         let usage: Value = serde_json::from_str(&end[1]).unwrap();
         assert_eq!(usage["usage"]["total_tokens"], 5);
+        assert_eq!(end[2], "[DONE]");
+    }
+
+    #[test]
+    fn writes_client_tool_calls_then_finish_tool_calls() {
+        let mut w = OpenAiChunks::new("c1".into(), 1, "m".into(), false);
+        let call = ToolCall {
+            id: "call_1".into(),
+            kind: "function".into(),
+            function: crate::llm::FunctionCall {
+                name: "light".into(),
+                arguments: r#"{"on":true}"#.into(),
+            },
+        };
+        let end = events(&w.finished(&TurnSummary {
+            model: "m".into(),
+            usage: Usage::default(),
+            finish: FinishReason::ToolCalls,
+            tool_calls: vec![call],
+        }));
+        assert_eq!(end.len(), 3);
+        let calls: Value = serde_json::from_str(&end[0]).unwrap();
+        let delta = &calls["choices"][0]["delta"];
+        assert_eq!(delta["role"], "assistant");
+        assert_eq!(delta["tool_calls"][0]["index"], 0);
+        assert_eq!(delta["tool_calls"][0]["id"], "call_1");
+        assert_eq!(
+            delta["tool_calls"][0]["function"]["arguments"],
+            r#"{"on":true}"#
+        );
+        let finish: Value = serde_json::from_str(&end[1]).unwrap();
+        assert_eq!(finish["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(end[2], "[DONE]");
     }
 }

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 use super::assemble::{AnswerLimits, assemble_sse, error_message, lenient_usage, truncate};
 use super::message::{ChatMessage, Completion, Usage};
+use super::sampling::{Sampling, ToolChoice};
 use crate::redact::Secret;
 
 /// `--llm-connect-timeout-secs`' default.
@@ -84,6 +85,10 @@ pub struct ChatRequest<'a> {
     /// Ask for a JSON object answer (`response_format: {"type": "json_object"}`), as the router
     /// does for its structured decision.
     pub json_object: bool,
+    /// The client's settings for the answering call; [`Sampling::NONE`] for the box's own calls.
+    pub sampling: &'a Sampling,
+    /// The tool the model must call, if the client asked for one (only sent with tools).
+    pub tool_choice: Option<&'a ToolChoice>,
 }
 
 #[derive(Clone)]
@@ -220,8 +225,14 @@ fn request_body(request: &ChatRequest<'_>, stream: bool) -> Value {
     if !request.tools.is_empty() {
         body["tools"] = Value::Array(request.tools.to_vec());
     }
+    request.sampling.apply(&mut body, !request.tools.is_empty());
     if request.json_object {
         body["response_format"] = json!({"type": "json_object"});
+    }
+    if let Some(choice) = request.tool_choice
+        && !request.tools.is_empty()
+    {
+        body["tool_choice"] = choice.to_json();
     }
     body
 }

@@ -4,6 +4,7 @@
 mod assemble;
 mod client;
 mod message;
+mod sampling;
 
 pub use assemble::{
     AnswerLimits, DEFAULT_MAX_ANSWER_BYTES, FINISH_LENGTH, MAX_TOOL_CALLS_PER_STEP, assemble_sse,
@@ -13,3 +14,4 @@ pub use client::{
     LlmClient, LlmConfig, LlmError,
 };
 pub use message::{ChatMessage, Completion, FunctionCall, Role, ToolCall, Usage};
+pub use sampling::{Sampling, ToolChoice};

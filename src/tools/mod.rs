@@ -93,6 +93,14 @@ impl Toolbox {
         Toolbox { sources, timeout }
     }
 
+    /// The names the tools are offered under.
+    pub fn names(&self) -> Vec<String> {
+        self.entries()
+            .into_iter()
+            .map(|entry| entry.exposed)
+            .collect()
+    }
+
     /// The tools as OpenAI `tools` definitions. With `device_known`, `device_id` parameters
     /// are left out: the toolbox supplies them.
     pub fn definitions(&self, device_known: bool) -> Vec<Value> {
