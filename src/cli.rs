@@ -24,7 +24,7 @@ use crate::agent::turns::{
 use crate::export::{DEFAULT_BATCH_SIZE, DEFAULT_FOLLOW_INTERVAL_SECS, DEFAULT_STALL_TIMEOUT_SECS};
 use crate::http::{
     DEFAULT_BODY_TIMEOUT_SECS, DEFAULT_HEADER_TIMEOUT_SECS, DEFAULT_IDLE_TIMEOUT_SECS,
-    DEFAULT_LISTEN_HOST, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_LISTEN_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS,
 };
 use crate::llm::{
     DEFAULT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT_SECS, DEFAULT_MAX_ANSWER_BYTES,
@@ -191,8 +191,9 @@ pub struct ServeArgs {
     /// Seconds of silence on a stream before a `:` keep-alive comment is sent.
     #[arg(long, default_value_t = 5)]
     pub keepalive_secs: u64,
-    /// Largest request body accepted, in bytes (larger gets 413).
-    #[arg(long, default_value_t = 1024 * 1024)]
+    /// Largest request body accepted, in bytes (larger gets 413). Large bodies share one
+    /// budget per port (64 MiB, or one largest body); past it they get 503.
+    #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
     /// Turn API-key checks off. Only for closed networks: anyone who can reach the port can
     /// use the upstream key.

@@ -187,8 +187,13 @@ fn settings(memory_scope: MemoryScope, fake_stream: bool) -> ApiSettings {
 
 /// What every parsed request must be: a turn the runner can store and answer.
 fn check_turn(turn: &TurnRequest) {
+    // A client's tool results may continue a turn without a new user message.
+    let continues_tools = turn
+        .new_messages
+        .first()
+        .is_some_and(|m| m.role == Role::Tool);
     assert!(
-        turn.new_messages.iter().any(|m| m.role == Role::User),
+        continues_tools || turn.new_messages.iter().any(|m| m.role == Role::User),
         "a turn without a user message: {turn:?}"
     );
     assert!(
@@ -198,8 +203,20 @@ fn check_turn(turn: &TurnRequest) {
     match &turn.thread {
         ThreadChoice::Remember(id) => {
             assert!(!id.is_empty(), "empty thread id");
-            // A remembered thread takes only the newest user turn; its memory is the rest.
-            assert_eq!(turn.new_messages.len(), 1, "{turn:?}");
+            // A remembered thread takes only the newest user turn, or the client's tool
+            // results (and a user turn after them); its memory is the rest.
+            if continues_tools {
+                let (results, rest) = turn.new_messages.split_at(
+                    turn.new_messages
+                        .iter()
+                        .take_while(|m| m.role == Role::Tool)
+                        .count(),
+                );
+                assert!(!results.is_empty(), "{turn:?}");
+                assert!(rest.iter().all(|m| m.role == Role::User), "{turn:?}");
+            } else {
+                assert_eq!(turn.new_messages.len(), 1, "{turn:?}");
+            }
             assert!(turn.options.instructions.is_none(), "{turn:?}");
         }
         ThreadChoice::Start => {}

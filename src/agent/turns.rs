@@ -3,9 +3,11 @@
 //! Invariants it keeps:
 //! - The user's turn is stored before the model is called, so a failed or cut call loses
 //!   nothing the user said.
-//! - Turns on one thread never interleave. A new turn on a busy thread interrupts the running
-//!   one (voice barge-in) or waits behind it, by `--on-busy`; either way turns are stored in
-//!   arrival order. Different threads run in parallel.
+//! - Turns on one thread never interleave; they are stored in arrival order. A new turn
+//!   interrupts a running or waiting turn of the same session on its thread (voice barge-in)
+//!   or waits behind it, by `--on-busy`. A turn of another session sharing the thread (an
+//!   app's devices under `--memory-scope app`) always waits: one device never cuts another
+//!   off. Different threads run in parallel.
 //! - Each turn runs in its own task, so a client that goes away cannot cut the bookkeeping
 //!   short: dropping the [`TurnHandle`] cancels the turn, which stops the model call and keeps
 //!   the partial answer, marked interrupted.
@@ -80,6 +82,9 @@ pub struct TurnRequest {
     /// The device, the client's own system text (on a new thread) and whether it streams; the
     /// agent gets them as they are.
     pub options: TurnOptions,
+    /// The session the call came in on (DashScope's `session_id`, OpenAI's `thread_id`): a
+    /// barge-in interrupts only a turn of the same session. None: the thread is the session.
+    pub session: Option<String>,
 }
 
 /// What the client side of a turn receives.
@@ -131,17 +136,18 @@ impl TurnHandle {
         self.events.recv().await
     }
 
-    /// Waits for the whole answer (non-streaming clients).
-    pub async fn collect(mut self) -> Result<(String, TurnSummary), TurnError> {
+    /// Waits for the whole answer (non-streaming clients): the text the turn gave, and how it
+    /// ended.
+    pub async fn collect(mut self) -> (String, Result<TurnSummary, TurnError>) {
         let mut text = String::new();
         while let Some(event) = self.next().await {
             match event {
                 TurnEvent::Text(piece) => text.push_str(&piece),
-                TurnEvent::Finished(summary) => return Ok((text, summary)),
-                TurnEvent::Failed(error) => return Err(error),
+                TurnEvent::Finished(summary) => return (text, Ok(summary)),
+                TurnEvent::Failed(error) => return (text, Err(error)),
             }
         }
-        Err(TurnError::Aborted)
+        (text, Err(TurnError::Aborted))
     }
 }
 
@@ -149,9 +155,9 @@ impl TurnHandle {
 #[derive(Default)]
 struct ThreadSlot {
     turn_lock: tokio::sync::Mutex<()>,
-    /// The newest turn on the thread, running or waiting, by serial number: the one a barge-in
-    /// interrupts.
-    newest: Mutex<Option<(u64, CancellationToken)>>,
+    /// The newest turn of each session on the thread, running or waiting, by serial number:
+    /// the one a barge-in from that session interrupts.
+    newest: Mutex<HashMap<String, (u64, CancellationToken)>>,
 }
 
 pub struct TurnRunner {
@@ -195,18 +201,19 @@ impl TurnRunner {
     /// Starts a turn in its own task and returns the client's end of it.
     pub fn start(self: &Arc<Self>, request: TurnRequest) -> TurnHandle {
         let thread_id = request.thread.id();
+        let session = request.session.clone().unwrap_or_else(|| thread_id.clone());
         let cancel = CancellationToken::new();
         let (client, rx) = ClientLink::channel(self.limits.client_stall);
         let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
         let slot = self.slot(&thread_id);
         {
             let mut newest = slot.newest.lock().unwrap_or_else(|e| e.into_inner());
+            let previous = newest.insert(session.clone(), (serial, cancel.clone()));
             if self.on_busy == BusyPolicy::Interrupt
-                && let Some((_, previous)) = newest.take()
+                && let Some((_, previous)) = previous
             {
                 previous.cancel();
             }
-            *newest = Some((serial, cancel.clone()));
         }
         let runner = Arc::clone(self);
         let id = thread_id.clone();
@@ -216,6 +223,7 @@ impl TurnRunner {
             let slot = SlotGuard {
                 runner: &runner,
                 thread_id: &id,
+                session: &session,
                 slot,
                 serial,
             };
@@ -237,12 +245,12 @@ impl TurnRunner {
     }
 
     /// Forgets the thread's slot once no turn holds it, so idle threads cost nothing.
-    fn release(&self, thread_id: &str, slot: &Arc<ThreadSlot>, serial: u64) {
+    fn release(&self, thread_id: &str, session: &str, slot: &Arc<ThreadSlot>, serial: u64) {
         let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
         {
             let mut newest = slot.newest.lock().unwrap_or_else(|e| e.into_inner());
-            if newest.as_ref().is_some_and(|(s, _)| *s == serial) {
-                *newest = None;
+            if newest.get(session).is_some_and(|(s, _)| *s == serial) {
+                newest.remove(session);
             }
         }
         // Clones are only made under `threads`' lock: two strong counts are the map's and ours.
@@ -418,13 +426,15 @@ impl Limits<'_> {
 struct SlotGuard<'a> {
     runner: &'a TurnRunner,
     thread_id: &'a str,
+    session: &'a str,
     slot: Arc<ThreadSlot>,
     serial: u64,
 }
 
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
-        self.runner.release(self.thread_id, &self.slot, self.serial);
+        self.runner
+            .release(self.thread_id, self.session, &self.slot, self.serial);
     }
 }
 

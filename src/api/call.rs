@@ -1,10 +1,10 @@
 //! The request-to-turn step both protocols share.
 //!
-//! A handler parses its protocol into a [`Call`] (the dialogue, the ids the client named, and
-//! whether it streams), and this module does the rest the same way for both: checks the ids,
-//! has the turn runner name the thread and the device ([`CallIds::place`]), builds the
-//! [`TurnRequest`], starts it, and answers it as a stream or as one body, in the shape the
-//! protocol's [`AnswerShape`] gives. So a handler is only: its parsing, [`Call::into_turn`],
+//! A handler parses its protocol into a [`Call`] (the undecoded dialogue, the ids the client
+//! named, and whether it streams), and this module does the rest the same way for both: checks
+//! the ids, has the turn runner name the thread and the device ([`CallIds::place`]), decodes
+//! what that thread needs of the dialogue, builds the [`TurnRequest`], starts it, and answers
+//! it as a stream or as one body, in the shape the protocol's [`AnswerShape`] gives. So a handler is only: its parsing, [`Call::into_turn`],
 //! [`answer`] with its shape.
 
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::response::Response;
 
-use super::dialogue::Dialogue;
+use super::dialogue::{Needed, WireDialogue};
 use super::error::ApiError;
 use super::stream::{self, FrameWriter};
 use crate::agent::ClientPromptMode;
@@ -39,9 +39,9 @@ impl ClientId {
 
 /// A call in protocol-neutral terms: what the client said and asked for.
 #[derive(Debug)]
-pub struct Call {
-    /// The checked dialogue, its repeated last user turn already merged.
-    pub dialogue: Dialogue,
+pub struct Call<'a> {
+    /// The dialogue as sent, still slices of the request body.
+    pub dialogue: WireDialogue<'a>,
     /// The session the client named (DashScope's `session_id`, OpenAI's `thread_id`); none
     /// starts a new thread.
     pub session: Option<ClientId>,
@@ -55,9 +55,9 @@ pub struct Call {
     pub streaming: bool,
 }
 
-impl Call {
+impl Call<'_> {
     /// The turn to run: the ids checked, the thread and device named by the turn runner, the
-    /// dialogue cut to what that thread does not remember yet.
+    /// dialogue decoded and cut to what that thread does not remember yet.
     pub fn into_turn(self) -> Result<TurnRequest, ApiError> {
         for id in [&self.session, &self.app].into_iter().flatten() {
             check_thread_id(&id.value, id.field)?;
@@ -69,8 +69,8 @@ impl Call {
         let place = ids
             .place(self.memory_scope)
             .map_err(|e| ApiError::invalid(e.to_string()))?;
-        self.dialogue
-            .into_turn(place, self.streaming, self.client_prompt)
+        let dialogue = self.dialogue.decode(Needed::on(&place.thread))?;
+        dialogue.into_turn(place, self.streaming, self.client_prompt)
     }
 }
 
@@ -105,7 +105,9 @@ pub trait AnswerShape: Send + Sync {
 }
 
 /// Starts `turn` and answers it in `shape`: streamed when the turn streams (with keep-alives
-/// every `keepalive`), else collected into one answer once the turn is stored.
+/// every `keepalive`), else collected into one answer once the turn is stored. Either way a
+/// turn interrupted by a newer one of its session ends as a finished answer with the text it
+/// gave ([`stream::client_ending`]).
 pub async fn answer<S: AnswerShape>(
     turns: &Arc<TurnRunner>,
     turn: TurnRequest,
@@ -114,38 +116,41 @@ pub async fn answer<S: AnswerShape>(
 ) -> Response {
     let streaming = turn.options.streaming;
     let handle = turns.start(turn);
+    let model = turns.model_name();
     if streaming {
         let frames = shape.frames(&handle.thread_id);
-        return stream::respond(handle, frames, keepalive, |e| shape.error(e)).await;
+        return stream::respond(handle, frames, keepalive, model, |e| shape.error(e)).await;
     }
     let thread_id = handle.thread_id.clone();
-    match handle.collect().await {
-        Ok((text, summary)) => shape.whole(&thread_id, &text, &summary),
-        Err(e) => shape.error(ApiError::from(&e)),
+    let (text, end) = handle.collect().await;
+    match stream::client_ending(end, model) {
+        Ok(summary) => shape.whole(&thread_id, &text, &summary),
+        Err(e) => shape.error(e),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
     use crate::agent::ClientSystem;
     use crate::agent::turns::ThreadChoice;
     use crate::llm::ChatMessage;
 
-    fn dialogue() -> Dialogue {
-        let wire = serde_json::from_value(json!([
-            {"role": "system", "content": "be brief"},
-            {"role": "user", "content": "one"},
-            {"role": "assistant", "content": "ok"},
-            {"role": "user", "content": "two"},
-        ]))
-        .unwrap();
-        Dialogue::from_wire(wire).unwrap()
+    const DIALOGUE: &str = r#"[
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "two"}
+    ]"#;
+
+    fn dialogue() -> WireDialogue<'static> {
+        WireDialogue {
+            messages: serde_json::from_str(DIALOGUE).unwrap(),
+            prompt: None,
+        }
     }
 
-    fn call(session: Option<&str>, app: Option<&str>, scope: MemoryScope) -> Call {
+    fn call(session: Option<&str>, app: Option<&str>, scope: MemoryScope) -> Call<'static> {
         Call {
             dialogue: dialogue(),
             session: session.map(|s| ClientId::new(s, "session_id")),

@@ -15,11 +15,12 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
-use super::body::parse_json;
+use super::body::{parse_json, read_body};
 use super::call::{self, AnswerShape, Call, ClientId};
 use super::dashscope_sse::{DashScopeFrames, response_body};
-use super::dialogue::{Dialogue, WireMessage};
+use super::dialogue::WireDialogue;
 use super::error::ApiError;
 use super::stream::sse_response;
 use super::{ApiSettings, AppState};
@@ -44,8 +45,9 @@ pub fn routes() -> Router<AppState> {
 }
 
 #[derive(Debug, Deserialize)]
-struct AppRequest {
-    input: AppInput,
+struct AppRequest<'a> {
+    #[serde(borrow)]
+    input: AppInput<'a>,
     #[serde(default)]
     parameters: Option<AppParameters>,
     #[serde(default)]
@@ -53,9 +55,10 @@ struct AppRequest {
 }
 
 #[derive(Debug, Deserialize)]
-struct AppInput {
-    #[serde(default)]
-    messages: Option<Vec<WireMessage>>,
+struct AppInput<'a> {
+    /// Left undecoded: Xiaozhi sends its whole dialogue, and a session call reads only its end.
+    #[serde(default, borrow)]
+    messages: Option<Vec<&'a RawValue>>,
     #[serde(default)]
     prompt: Option<String>,
     #[serde(default)]
@@ -123,19 +126,18 @@ pub fn parse_call(
     path_session: Option<String>,
     settings: &ApiSettings,
 ) -> Result<AppCall, ApiError> {
-    let request: AppRequest = parse_json(body)?;
+    let bytes = read_body(body)?;
+    let request: AppRequest = parse_json(&bytes)?;
     let parameters = request.parameters.unwrap_or_default();
     let streaming = wants_stream(headers)
         || request.stream.unwrap_or(false)
         || parameters.stream.unwrap_or(false);
     let incremental = parameters.incremental_output.unwrap_or(false);
 
-    let mut dialogue = Dialogue::from_wire(request.input.messages.unwrap_or_default())?;
-    if let Some(prompt) = request.input.prompt.filter(|p| !p.is_empty()) {
-        dialogue.push_user(prompt);
-    }
-    dialogue.merge_repeated_last_user();
-
+    let dialogue = WireDialogue {
+        messages: request.input.messages.unwrap_or_default(),
+        prompt: request.input.prompt,
+    };
     let session_id = request
         .input
         .session_id

@@ -32,6 +32,7 @@ use self::error::{ApiError, ErrorKind};
 use crate::agent::ClientPromptMode;
 use crate::agent::turns::{MemoryScope, TurnRunner};
 use crate::auth::{ApiKeys, throttle};
+use crate::http::{BodyBudget, DEFAULT_BODY_BUDGET_BYTES};
 
 /// Settings the handlers read.
 #[derive(Debug, Clone)]
@@ -73,11 +74,15 @@ pub fn router(state: AppState) -> Router {
         .merge(openai)
         .route("/health", get(health))
         .fallback(framework_errors::not_found)
-        // `limit_body` enforces --max-body-bytes (reading the rest before the 413).
+        // `limit_body` enforces --max-body-bytes and the port's body budget (reading the rest
+        // before the 413 or 503). The budget always has room for one largest body.
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn({
             let max_bytes = state.settings.max_body_bytes;
-            move |request: Request, next: Next| body::limit_body(max_bytes, request, next)
+            let budget = BodyBudget::new(DEFAULT_BODY_BUDGET_BYTES.max(max_bytes));
+            move |request: Request, next: Next| {
+                body::limit_body(max_bytes, budget.clone(), request, next)
+            }
         }))
         .layer(middleware::from_fn(framework_errors::in_protocol_shape))
         .with_state(state)

@@ -19,11 +19,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::body::parse_json;
+use super::body::{parse_json, read_body};
 use super::call::{self, AnswerShape, Call, ClientId, check_thread_id};
-use super::dialogue::{Dialogue, WireMessage};
+use super::dialogue::WireDialogue;
 use super::error::{ApiError, ErrorKind};
 use super::openai_params::{WireParams, check_no_clash};
 use super::openai_sse::{OpenAiChunks, tool_calls_json, usage_json};
@@ -39,10 +40,12 @@ pub fn routes() -> Router<AppState> {
 }
 
 #[derive(Debug, Deserialize)]
-struct ChatCompletionRequest {
+struct ChatCompletionRequest<'a> {
     #[serde(default)]
     model: Option<String>,
-    messages: Vec<WireMessage>,
+    /// Left undecoded until the turn's thread says how much of it is needed.
+    #[serde(borrow)]
+    messages: Vec<&'a RawValue>,
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
@@ -86,10 +89,14 @@ pub fn parse_call(
     body: Result<Bytes, BytesRejection>,
     settings: &ApiSettings,
 ) -> Result<ChatCall, ApiError> {
-    let request: ChatCompletionRequest = parse_json(body)?;
+    let bytes = read_body(body)?;
+    let request: ChatCompletionRequest = parse_json(&bytes)?;
     let params = request.params.check()?;
     let mut turn = Call {
-        dialogue: Dialogue::from_wire(request.messages)?,
+        dialogue: WireDialogue {
+            messages: request.messages,
+            prompt: None,
+        },
         session: request.thread_id.map(|id| ClientId::new(id, "thread_id")),
         app: None,
         // OpenAI calls name no app: a thread id is its own thread.

@@ -10,7 +10,9 @@
 //! - owns the [`TurnHandle`], so a client that goes away drops it and stops the turn;
 //! - sends the closing frames only on the turn's `Finished`, which the runner sends after the
 //!   turn is stored; a turn that ends without it (its task died, or it dropped a client that
-//!   stopped reading) ends the stream with an error frame, never with a success.
+//!   stopped reading) ends the stream with an error frame, never with a success;
+//! - ends a turn that a newer turn of the same session interrupted as a finished answer
+//!   ([`client_ending`]): a barge-in is normal, and Xiaozhi logs any error as a failure.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -21,7 +23,9 @@ use axum::response::Response;
 use futures::stream;
 
 use super::error::ApiError;
+use crate::agent::FinishReason;
 use crate::agent::turns::{TurnError, TurnEvent, TurnHandle, TurnSummary};
+use crate::llm::Usage;
 
 /// The keep-alive frame: a comment line and the blank line that ends it.
 const KEEPALIVE: &[u8] = b": keep-alive\n\n";
@@ -36,15 +40,40 @@ pub trait FrameWriter: Send + 'static {
     fn failed(&mut self, error: &ApiError) -> Bytes;
 }
 
-/// Answers a streaming request with the turn's events.
+/// How the end of a turn answered by `model` is shown to its client: a finished answer, or an
+/// error. A turn that a newer turn of its own session interrupted ends as a finished answer
+/// with the text it gave (finish reason `stop`, no tokens counted): the client started that
+/// turn itself and has moved on, and Xiaozhi logs an error frame or status (409) as a failure.
+/// The log still marks the turn interrupted.
+pub fn client_ending(
+    end: Result<TurnSummary, TurnError>,
+    model: &str,
+) -> Result<TurnSummary, ApiError> {
+    match end {
+        Ok(summary) => Ok(summary),
+        Err(TurnError::Interrupted) => Ok(TurnSummary {
+            model: model.to_string(),
+            usage: Usage::default(),
+            finish: FinishReason::Stop,
+            tool_calls: Vec::new(),
+        }),
+        Err(error) => Err(ApiError::from(&error)),
+    }
+}
+
+/// Answers a streaming request with the events of a turn answered by `model`.
 pub async fn respond<W: FrameWriter>(
     mut turn: TurnHandle,
     writer: W,
     keepalive: Duration,
+    model: &str,
     early_error: impl FnOnce(ApiError) -> Response,
 ) -> Response {
     let first = match tokio::time::timeout(keepalive, turn.next()).await {
-        Ok(Some(TurnEvent::Failed(error))) => return early_error(ApiError::from(&error)),
+        Ok(Some(TurnEvent::Failed(error))) => match client_ending(Err(error), model) {
+            Ok(summary) => Pending::Event(Some(TurnEvent::Finished(summary))),
+            Err(error) => return early_error(error),
+        },
         Ok(None) => return early_error(ApiError::from(&TurnError::Aborted)),
         Ok(event) => Pending::Event(event),
         Err(_) => Pending::KeepAlive,
@@ -53,6 +82,7 @@ pub async fn respond<W: FrameWriter>(
         turn,
         writer,
         keepalive,
+        model: model.to_string(),
         pending: Some(first),
         done: false,
     };
@@ -82,6 +112,8 @@ struct Driver<W> {
     turn: TurnHandle,
     writer: W,
     keepalive: Duration,
+    /// The model the turn's answer is credited to, should it end interrupted.
+    model: String,
     pending: Option<Pending>,
     done: bool,
 }
@@ -117,7 +149,10 @@ impl<W: FrameWriter> Driver<W> {
                 }
                 Pending::Event(Some(TurnEvent::Failed(error))) => {
                     self.done = true;
-                    return Some(self.writer.failed(&ApiError::from(&error)));
+                    return Some(match client_ending(Err(error), &self.model) {
+                        Ok(summary) => self.writer.finished(&summary),
+                        Err(error) => self.writer.failed(&error),
+                    });
                 }
             }
         }

@@ -1,10 +1,10 @@
 //! Request bodies with limits: a deadline for the whole body ([`DeadlineBody`], put on every
-//! request by the serving loop) and a size limit that reads the rest of an oversized body
-//! before failing ([`LimitedBody`], put on the API's requests), so the client can read the
-//! 413 instead of finding its pipe broken.
+//! request by the serving loop) and a size limit and a share of the port's body budget
+//! ([`LimitedBody`], put on the API's requests) that read the rest of a refused body before
+//! failing, so the client can read the 413 or 503 instead of finding its pipe broken.
 //!
 //! Both fail with a [`BodyError`] that the handler's body extractor passes on inside its
-//! rejection; [`BodyError::find`] gets it back out to choose the answer (408 or 413).
+//! rejection; [`BodyError::find`] gets it back out to choose the answer (408, 413 or 503).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,6 +17,8 @@ use axum::body::{Bytes, HttpBody};
 use hyper::body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use super::body_budget::BodyClaim;
+
 /// How much of an oversized body is read (and dropped) before giving up on it: four times
 /// the limit, but never more than this.
 const MAX_DRAIN_BYTES: usize = 64 * 1024 * 1024;
@@ -28,6 +30,10 @@ pub enum BodyError {
     TimedOut(Duration),
     #[error("the request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
+    #[error(
+        "the server is receiving too many large request bodies at once ({budget} bytes); retry shortly"
+    )]
+    Busy { budget: usize },
 }
 
 impl BodyError {
@@ -121,32 +127,66 @@ where
     }
 }
 
-/// A body that fails with [`BodyError::TooLarge`] past `limit` bytes, but only after reading
-/// and dropping the rest (up to four times the limit, at most [`MAX_DRAIN_BYTES`]): a client
-/// that sends its whole body before reading the answer (Python's `requests`, `urllib`) then
-/// gets the 413 instead of a broken pipe. A body declared larger than that is refused at once.
+/// Whether a [`LimitedBody`] was refused (too large, or no room in the budget): what is left
+/// of it may be unread, so its connection must not be reused.
+#[derive(Clone, Default)]
+pub struct Refused(Arc<AtomicBool>);
+
+impl Refused {
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A body that fails with [`BodyError::TooLarge`] past `limit` bytes, or with
+/// [`BodyError::Busy`] when its claim on the port's body budget finds no room, but only after
+/// reading and dropping the rest (up to four times the limit, at most [`MAX_DRAIN_BYTES`]): a
+/// client that sends its whole body before reading the answer (Python's `requests`, `urllib`)
+/// then gets the answer instead of a broken pipe. A body declared larger than that is refused
+/// at once. The claim is given back when the body is dropped (it has been read whole).
 pub struct LimitedBody<B> {
     inner: B,
     limit: usize,
+    claim: BodyClaim,
     drain_until: usize,
     seen: usize,
+    /// Why the body is refused, once it is: the rest is read and dropped, then this is the error.
+    refusal: Option<BodyError>,
+    refused: Refused,
     finished: bool,
 }
 
 impl<B> LimitedBody<B> {
-    pub fn new(inner: B, limit: usize) -> LimitedBody<B> {
+    pub fn new(inner: B, limit: usize, claim: BodyClaim) -> LimitedBody<B> {
         LimitedBody {
             inner,
             limit,
+            claim,
             drain_until: limit.saturating_mul(4).min(MAX_DRAIN_BYTES).max(limit),
             seen: 0,
+            refusal: None,
+            refused: Refused::default(),
             finished: false,
         }
     }
 
-    fn too_large(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    /// Tells afterwards whether the body was refused.
+    pub fn refused(&self) -> Refused {
+        self.refused.clone()
+    }
+
+    fn refuse(&mut self, why: BodyError) {
+        self.refused.0.store(true, Ordering::Relaxed);
+        self.refusal.get_or_insert(why);
+    }
+
+    fn fail(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.finished = true;
-        Poll::Ready(Some(Err(BodyError::TooLarge { limit: self.limit }.into())))
+        let why = self
+            .refusal
+            .clone()
+            .unwrap_or(BodyError::TooLarge { limit: self.limit });
+        Poll::Ready(Some(Err(why.into())))
     }
 }
 
@@ -165,20 +205,22 @@ where
         if self.finished {
             return Poll::Ready(None);
         }
+        let limit = self.limit;
         if self.seen == 0 && self.inner.size_hint().lower() > self.drain_until as u64 {
-            return self.too_large();
+            self.refuse(BodyError::TooLarge { limit });
+            return self.fail();
         }
         loop {
-            let over = self.seen > self.limit;
+            let refused = self.refusal.is_some();
             match std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
-                // The end of an oversized body, read to the end: now say it was too large.
-                None if over => return self.too_large(),
+                // The end of a refused body, read to the end: now say why it was refused.
+                None if refused => return self.fail(),
                 None => {
                     self.finished = true;
                     return Poll::Ready(None);
                 }
-                // It was too large anyway; whatever stopped the reading, say that.
-                Some(Err(_)) if over => return self.too_large(),
+                // It was refused anyway; whatever stopped the reading, say that.
+                Some(Err(_)) if refused => return self.fail(),
                 Some(Err(e)) => {
                     self.finished = true;
                     return Poll::Ready(Some(Err(e.into())));
@@ -188,19 +230,28 @@ where
                         .seen
                         .saturating_add(frame.data_ref().map_or(0, Bytes::len));
                     if self.seen > self.drain_until {
-                        return self.too_large();
+                        self.refuse(BodyError::TooLarge { limit });
+                        return self.fail();
                     }
-                    if self.seen <= self.limit {
+                    if self.refusal.is_some() {
+                        continue; // Refused: drop it and read on.
+                    }
+                    let seen = self.seen;
+                    if seen > limit {
+                        self.refuse(BodyError::TooLarge { limit });
+                    } else if !self.claim.grow_to(seen) {
+                        let budget = self.claim.budget_total();
+                        self.refuse(BodyError::Busy { budget });
+                    } else {
                         return Poll::Ready(Some(Ok(frame)));
                     }
-                    // Over the limit: drop it and read on.
                 }
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.finished || (self.inner.is_end_stream() && self.seen <= self.limit)
+        self.finished || (self.inner.is_end_stream() && self.refusal.is_none())
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -214,6 +265,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::BodyBudget;
+    use crate::http::body_budget::UNBUDGETED_BODY_BYTES;
     use axum::body::Body;
 
     fn chunks(sizes: &[usize]) -> Body {
@@ -222,6 +275,11 @@ mod tests {
             .map(|n| Ok(Bytes::from(vec![b'x'; *n])))
             .collect();
         Body::from_stream(futures::stream::iter(parts))
+    }
+
+    /// A claim on a budget that always has room.
+    fn room() -> BodyClaim {
+        BodyBudget::new(usize::MAX).claim()
     }
 
     async fn read<B>(body: B) -> Result<usize, BodyError>
@@ -236,7 +294,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_within_the_limit_passes_whole() {
-        assert_eq!(read(LimitedBody::new(chunks(&[4, 6]), 10)).await, Ok(10));
+        assert_eq!(
+            read(LimitedBody::new(chunks(&[4, 6]), 10, room())).await,
+            Ok(10)
+        );
     }
 
     #[tokio::test]
@@ -250,7 +311,7 @@ mod tests {
         let body = Body::from_stream(rx);
         // 300 bytes against a limit of 100: all read (within 4 × 100 = 400), then refused.
         assert_eq!(
-            read(LimitedBody::new(body, 100)).await,
+            read(LimitedBody::new(body, 100, room())).await,
             Err(BodyError::TooLarge { limit: 100 })
         );
     }
@@ -263,9 +324,32 @@ mod tests {
                 .unwrap();
         }
         // The sender stays open: the body never ends, yet the error comes once 40 bytes are in.
-        let body = LimitedBody::new(Body::from_stream(rx), 10);
+        let body = LimitedBody::new(Body::from_stream(rx), 10, room());
         assert_eq!(read(body).await, Err(BodyError::TooLarge { limit: 10 }));
         drop(tx);
+    }
+
+    #[tokio::test]
+    async fn a_big_body_without_room_in_the_budget_is_read_then_refused_as_busy() {
+        let budget = BodyBudget::new(1000);
+        let big = UNBUDGETED_BODY_BYTES + 600;
+        let held = LimitedBody::new(chunks(&[big]), 1 << 20, budget.claim());
+        let waiting = LimitedBody::new(chunks(&[big / 2, big / 2]), 1 << 20, budget.claim());
+        let refused = waiting.refused();
+        // The first body holds 600 bytes of the budget until it is dropped.
+        let mut held = held;
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut held).poll_frame(cx)).await;
+        assert!(frame.is_some_and(|f| f.is_ok()));
+        assert_eq!(budget.in_use(), 600);
+        assert_eq!(read(waiting).await, Err(BodyError::Busy { budget: 1000 }));
+        assert!(refused.is_set());
+        // A small body passes all the same.
+        let small = LimitedBody::new(chunks(&[100]), 1 << 20, budget.claim());
+        assert_eq!(read(small).await, Ok(100));
+        drop(held);
+        assert_eq!(budget.in_use(), 0);
+        let again = LimitedBody::new(chunks(&[big]), 1 << 20, budget.claim());
+        assert_eq!(read(again).await, Ok(big));
     }
 
     #[tokio::test]

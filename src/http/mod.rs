@@ -22,6 +22,7 @@
 //! A shared leaf: it knows nothing of the API, the viewer or the commands that use it.
 
 mod body;
+mod body_budget;
 mod conn_clock;
 mod fd_limit;
 mod shutdown;
@@ -44,7 +45,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-pub use body::{BodyError, DeadlineBody, LimitedBody};
+pub use body::{BodyError, DeadlineBody, LimitedBody, Refused};
+pub use body_budget::{BodyBudget, BodyClaim, UNBUDGETED_BODY_BYTES};
 pub use fd_limit::raise_open_files_limit;
 pub use shutdown::{SHUTDOWN_GRACE, run_with_grace, stop_on_signal};
 
@@ -56,6 +58,14 @@ pub const DEFAULT_LISTEN_HOST: &str = "0.0.0.0";
 pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
 /// `--http-body-timeout-secs`: seconds a client gets to send a whole request body.
 pub const DEFAULT_BODY_TIMEOUT_SECS: u64 = 30;
+/// `--max-body-bytes`: the largest request body taken. Xiaozhi resends its whole dialogue on
+/// every call, never trimmed, and the SDK escapes each Chinese character as 6 bytes: a long
+/// connection sends more than 1 MiB per call after about 1,300 turns.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// The request bodies a port holds at once (past each one's first [`UNBUDGETED_BODY_BYTES`];
+/// [`BodyBudget`]), so that many large bodies cannot take the box's memory. Never less than
+/// one largest body.
+pub const DEFAULT_BODY_BUDGET_BYTES: usize = 64 * 1024 * 1024;
 /// `--http-idle-timeout-secs`: seconds a kept-alive connection may wait for its next request.
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
 /// `--max-connections`: open connections per port.

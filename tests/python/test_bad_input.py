@@ -12,7 +12,7 @@ from lahelpers import auth, ds_body, expected_reply, raw_request, raw_request_bi
 DS_PATH = "/api/v1/apps/x/completion"
 OA_PATH = "/v1/chat/completions"
 
-BIG = 3 * 1024 * 1024  # 3 MiB
+BIG = 17 * 1024 * 1024  # over the 16 MiB default of --max-body-bytes
 
 
 def _user(text="hi"):

@@ -1,5 +1,6 @@
 //! The runner's promises, with scripted agents: an answer is confirmed only once stored, a
-//! turn past its deadline stops and keeps what it said, and a turn whose task dies is closed.
+//! turn past its deadline stops and keeps what it said, a turn whose task dies is closed, and
+//! a barge-in interrupts only a turn of its own session.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,7 @@ fn request(thread: &str) -> TurnRequest {
             streaming: true,
             ..TurnOptions::default()
         },
+        session: None,
     }
 }
 
@@ -106,7 +108,7 @@ async fn an_answer_whose_closing_write_fails_is_not_confirmed() {
         .await
         .unwrap();
     go.send(true).unwrap();
-    let error = turn.collect().await.unwrap_err();
+    let error = turn.collect().await.1.unwrap_err();
     assert!(matches!(error, TurnError::Store(_)), "{error}");
     let shown = crate::api::error::ApiError::from(&error);
     assert_eq!(shown.status().as_u16(), 503);
@@ -137,7 +139,7 @@ async fn a_turn_past_its_deadline_stops_and_keeps_what_it_said() {
         ..TurnLimits::default()
     };
     let turns = runner(&store, script, limits);
-    let error = turns.start(request("slow")).collect().await.unwrap_err();
+    let error = turns.start(request("slow")).collect().await.1.unwrap_err();
     assert!(matches!(error, TurnError::Timeout { .. }), "{error}");
     assert_eq!(error.to_string(), "the turn timed out after 0.3 s");
     let ((status, error), log) = stored(&store, "slow").await;
@@ -162,7 +164,7 @@ async fn a_turn_whose_task_panics_is_closed_as_interrupted_with_what_was_said() 
         })
     });
     let turns = runner(&store, script, TurnLimits::default());
-    let error = turns.start(request("panic")).collect().await.unwrap_err();
+    let error = turns.start(request("panic")).collect().await.1.unwrap_err();
     assert!(matches!(error, TurnError::Aborted), "{error}");
     let ((status, error), log) = stored(&store, "panic").await;
     assert_eq!(
@@ -178,4 +180,88 @@ async fn a_turn_whose_task_panics_is_closed_as_interrupted_with_what_was_said() 
     );
     // The thread is free again.
     assert!(turns.threads.lock().unwrap().is_empty());
+}
+
+/// A request of `session` on the shared thread `thread` (an app's devices under
+/// `--memory-scope app`).
+fn request_of(thread: &str, session: &str, text: &str) -> TurnRequest {
+    TurnRequest {
+        session: Some(session.into()),
+        new_messages: vec![ChatMessage::user(text)],
+        ..request(thread)
+    }
+}
+
+/// An agent that says "answer", then waits for the gate before finishing.
+fn gated() -> (tokio::sync::watch::Sender<bool>, Script) {
+    let (go, gate) = tokio::sync::watch::channel(false);
+    let script: Script = Box::new(move |sink| {
+        let mut gate = gate.clone();
+        Box::pin(async move {
+            sink.text("answer");
+            let _ = gate.wait_for(|go| *go).await;
+            sink.message(ChatMessage::assistant("answer"));
+            Ok(AgentOutcome::default())
+        })
+    });
+    (go, script)
+}
+
+/// The statuses of the thread's turns, oldest first, once none runs.
+async fn statuses(store: &Store, thread: &'static str) -> Vec<String> {
+    for _ in 0..200 {
+        let rows: Vec<String> = store
+            .run(move |c| {
+                let mut stmt =
+                    c.prepare("SELECT status FROM turns WHERE conversation_id = ?1 ORDER BY id")?;
+                let rows = stmt.query_map([thread], |r| r.get(0))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+            .unwrap();
+        if !rows.iter().any(|s| s == "running") {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("a turn of {thread} is still running");
+}
+
+#[tokio::test]
+async fn a_turn_of_another_session_waits_instead_of_interrupting() {
+    let (_dir, store) = open_temp();
+    let (go, script) = gated();
+    let turns = runner(&store, script, TurnLimits::default());
+    let mut first = turns.start(request_of("app", "device-a", "one"));
+    assert!(matches!(first.next().await, Some(TurnEvent::Text(_))));
+    let second = turns.start(request_of("app", "device-b", "two"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    go.send(true).unwrap();
+    let (text, end) = first.collect().await;
+    assert_eq!((text.as_str(), end.is_ok()), ("", true), "{end:?}");
+    assert!(second.collect().await.1.is_ok());
+    assert_eq!(statuses(&store, "app").await, ["done", "done"]);
+    let log: Vec<_> = store
+        .conversation("app")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.message.content)
+        .collect();
+    assert_eq!(log, ["one", "answer", "two", "answer"], "in arrival order");
+}
+
+#[tokio::test]
+async fn a_turn_of_the_same_session_still_interrupts() {
+    let (_dir, store) = open_temp();
+    let (go, script) = gated();
+    let turns = runner(&store, script, TurnLimits::default());
+    let mut first = turns.start(request_of("app", "device-a", "one"));
+    assert!(matches!(first.next().await, Some(TurnEvent::Text(_))));
+    let second = turns.start(request_of("app", "device-a", "two"));
+    let (_, end) = first.collect().await;
+    assert!(matches!(end, Err(TurnError::Interrupted)), "{end:?}");
+    go.send(true).unwrap();
+    assert!(second.collect().await.1.is_ok());
+    assert_eq!(statuses(&store, "app").await, ["interrupted", "done"]);
 }

@@ -73,11 +73,14 @@ pub struct CallIds<'a> {
     pub app: Option<&'a str>,
 }
 
-/// Where a turn goes: its thread, and the device it comes from.
+/// Where a turn goes: its thread, the device it comes from, and the session it came in on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TurnPlace {
     pub thread: ThreadChoice,
     pub device_id: Option<String>,
+    /// The caller's session: several sessions may share a thread (an app's devices under
+    /// [`MemoryScope::App`]), and a barge-in interrupts only a turn of its own session.
+    pub session: Option<String>,
 }
 
 impl CallIds<'_> {
@@ -94,6 +97,7 @@ impl CallIds<'_> {
         Ok(TurnPlace {
             thread,
             device_id: device.map(str::to_string),
+            session: self.session.map(str::to_string),
         })
     }
 }
@@ -202,6 +206,8 @@ mod tests {
     fn under_app_scope_the_app_and_device_name_the_thread() {
         let with_device = place(Some("conv_speaker"), Some("kitchen"), MemoryScope::App);
         assert_eq!(with_device.thread, remember("kitchen/speaker"));
+        // The session is kept apart: it is what a barge-in may interrupt on the shared thread.
+        assert_eq!(with_device.session.as_deref(), Some("conv_speaker"));
         assert_eq!(with_device.device_id.as_deref(), Some("speaker"));
         assert_eq!(
             place(Some("3f2b-uuid"), Some("kitchen"), MemoryScope::App).thread,
