@@ -100,7 +100,8 @@ pub trait AnswerShape: Send + Sync {
     fn error(&self, error: ApiError) -> Response;
 }
 
-/// Starts `turn` and answers it in `shape`: streamed when the turn streams (with keep-alives
+/// Starts `turn` (a stateless one in the conversation it continues, if any) and answers it in
+/// `shape`: streamed when the turn streams (with keep-alives
 /// every `keepalive`), else collected into one answer once the turn is stored.
 pub async fn answer<S: AnswerShape>(
     turns: &Arc<TurnRunner>,
@@ -109,6 +110,8 @@ pub async fn answer<S: AnswerShape>(
     shape: S,
 ) -> Response {
     let streaming = turn.options.streaming;
+    // A stateless call resending a logged dialogue continues that conversation in the log.
+    let turn = turns.continue_stateless(turn).await;
     let handle = turns.start(turn);
     if streaming {
         let frames = shape.frames(&handle.thread_id);

@@ -102,13 +102,14 @@ impl Dialogue {
         let TurnPlace { thread, device_id } = place;
         let (new_messages, instructions) = match thread {
             ThreadChoice::Remember(_) => (vec![self.messages.swap_remove(newest_user)], None),
-            ThreadChoice::Start => {
+            ThreadChoice::Start | ThreadChoice::Continue(_) => {
                 let instructions = (!self.system.is_empty()).then(|| self.system.join("\n\n"));
                 (self.messages, instructions)
             }
         };
         Ok(TurnRequest {
             thread,
+            resent: Vec::new(),
             new_messages,
             options: TurnOptions {
                 device_id,
