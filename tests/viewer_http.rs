@@ -499,9 +499,16 @@ async fn stateless_turn(store: &Store, id: &str, user: &str, answer: &str) {
         ttft_ms: None,
         total_ms: 0,
     };
-    let answered = vec![NewMessage::new(MessageKind::Ai, answer)];
+    let answered = NewMessage::new(MessageKind::Ai, answer);
     store
-        .close_turn(id, None, turn, answered, outcome, Some(answer))
+        .close_turn(
+            id,
+            None,
+            turn,
+            vec![answered.clone()],
+            outcome,
+            Some(answered),
+        )
         .await
         .unwrap();
 }

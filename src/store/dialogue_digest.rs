@@ -18,7 +18,7 @@
 use rusqlite::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
-use super::log::{MessageKind, NewMessage};
+use super::log::NewMessage;
 use super::{Store, StoreError};
 
 /// How recently a stateless conversation must have been updated for a call to continue it.
@@ -128,11 +128,6 @@ pub(super) fn extend_conversation(
     Ok(())
 }
 
-/// The answer a client heard, as the row its resent dialogue will carry.
-pub(super) fn heard_answer(text: &str) -> NewMessage {
-    NewMessage::new(MessageKind::Ai, text)
-}
-
 impl Store {
     /// The newest stateless conversation, updated within
     /// [`STATELESS_CONTINUE_WITHIN_HOURS`], whose dialogue so far is exactly `earlier`.
@@ -162,7 +157,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::open_temp;
+    use crate::store::{MessageKind, open_temp};
 
     fn human(text: &str) -> NewMessage {
         NewMessage::new(MessageKind::Human, text)
@@ -213,7 +208,7 @@ mod tests {
             .await
             .unwrap();
         store
-            .close_turn(id, None, turn, vec![ai(heard)], done(), Some(heard))
+            .close_turn(id, None, turn, vec![ai(heard)], done(), Some(ai(heard)))
             .await
             .unwrap();
     }
@@ -260,7 +255,14 @@ mod tests {
             .await
             .unwrap();
         store
-            .close_turn("session", None, turn, vec![ai("yo")], done(), Some("yo"))
+            .close_turn(
+                "session",
+                None,
+                turn,
+                vec![ai("yo")],
+                done(),
+                Some(ai("yo")),
+            )
             .await
             .unwrap();
         let earlier = || vec![human("hi"), ai("yo")];

@@ -5,7 +5,7 @@
 
 use rusqlite::params;
 
-use super::dialogue_digest::{extend_conversation, heard_answer};
+use super::dialogue_digest::extend_conversation;
 use super::log::{
     NewMessage, StoredMessage, ensure_conversation, enter_device_conversation, insert_messages,
     memory_rows,
@@ -108,8 +108,9 @@ impl Store {
 
     /// Closes a turn: logs its last messages (the answer, or what was said before an
     /// interruption) and records its outcome, in one write. `heard` is the answer as a
-    /// stateless client received it, which its next call will resend: it extends a stateless
-    /// conversation's dialogue digest in the same write.
+    /// stateless client received it (its text, or the tool calls it was asked to make), the
+    /// message its next call will resend: it extends a stateless conversation's dialogue
+    /// digest in the same write.
     pub async fn close_turn(
         &self,
         conversation_id: &str,
@@ -117,9 +118,8 @@ impl Store {
         turn_id: i64,
         messages: Vec<NewMessage>,
         outcome: TurnOutcome,
-        heard: Option<&str>,
+        heard: Option<NewMessage>,
     ) -> Result<(), StoreError> {
-        let heard = heard.map(heard_answer);
         let conversation = conversation_id.to_string();
         let device = device_id.map(str::to_string);
         let wrote = !messages.is_empty();

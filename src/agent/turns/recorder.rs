@@ -68,9 +68,11 @@ impl Recorder {
         }
     }
 
-    /// What a stateless client heard of the answer, when it heard anything.
-    fn heard(&self) -> Option<&str> {
-        self.heard.as_deref().filter(|h| !h.is_empty())
+    /// What a stateless client heard of the answer, as it will resend it, when it heard
+    /// anything.
+    fn heard(&self) -> Option<NewMessage> {
+        let heard = self.heard.as_deref().filter(|h| !h.is_empty())?;
+        Some(NewMessage::new(MessageKind::Ai, heard))
     }
 
     pub(super) async fn record(&mut self, message: ChatMessage) -> Result<(), TurnError> {
@@ -177,18 +179,11 @@ impl Drop for Recorder {
         let store = self.store.clone();
         let (thread_id, device, turn_id) =
             (self.thread_id.clone(), self.device.clone(), self.turn_id);
-        let heard = self.heard().map(str::to_string);
+        let heard = self.heard();
         tracing::error!(thread = %thread_id, "turn task ended abnormally; closing the turn");
         runtime.spawn(async move {
             let closed = store
-                .close_turn(
-                    &thread_id,
-                    device.as_deref(),
-                    turn_id,
-                    rows,
-                    outcome,
-                    heard.as_deref(),
-                )
+                .close_turn(&thread_id, device.as_deref(), turn_id, rows, outcome, heard)
                 .await;
             if let Err(e) = closed {
                 tracing::error!(thread = %thread_id, "aborted turn not closed: {e}");

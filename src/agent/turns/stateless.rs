@@ -78,7 +78,115 @@ pub(super) fn client_history(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use futures::future::BoxFuture;
+
     use super::*;
+    use crate::agent::turns::{BusyPolicy, TurnLimits};
+    use crate::agent::{Agent, AgentOutcome, AgentSink, TurnInput, TurnOptions};
+    use crate::llm::LlmError;
+    use crate::store::open_temp;
+
+    /// Runs a tool the client never sees, then answers with the messages it was shown, so a
+    /// test sees the model's history.
+    struct ShowsHistory;
+
+    impl Agent for ShowsHistory {
+        fn answer<'a>(
+            &'a self,
+            input: &'a TurnInput,
+            sink: AgentSink,
+        ) -> BoxFuture<'a, Result<AgentOutcome, LlmError>> {
+            Box::pin(async move {
+                let shown: Vec<&str> = input.history.iter().map(|m| m.content.as_str()).collect();
+                let shown = shown.join("|");
+                let mut call = ChatMessage::assistant("");
+                call.tool_calls = vec![crate::llm::ToolCall {
+                    id: "c1".into(),
+                    kind: "function".into(),
+                    function: crate::llm::FunctionCall {
+                        name: "calc".into(),
+                        arguments: "{}".into(),
+                    },
+                }];
+                let mut result = ChatMessage::new(Role::Tool, "42");
+                result.tool_call_id = Some("c1".into());
+                sink.message(call);
+                sink.message(result);
+                sink.text(&shown);
+                sink.message(ChatMessage::assistant(shown));
+                Ok(AgentOutcome::default())
+            })
+        }
+
+        fn model_name(&self) -> &str {
+            "shows-history"
+        }
+    }
+
+    fn stateless_call(dialogue: &[ChatMessage]) -> TurnRequest {
+        TurnRequest {
+            thread: ThreadChoice::Start,
+            resent: Vec::new(),
+            new_messages: dialogue.to_vec(),
+            options: TurnOptions::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_resent_dialogue_is_logged_once_and_the_model_sees_the_clients_dialogue() {
+        let (_dir, store) = open_temp();
+        let limits = TurnLimits::default();
+        let turns = TurnRunner::new(
+            store.clone(),
+            Arc::new(ShowsHistory),
+            BusyPolicy::Wait,
+            40,
+            limits,
+        );
+        let first = turns
+            .continue_stateless(stateless_call(&[ChatMessage::user("one")]))
+            .await;
+        assert_eq!(first.thread, ThreadChoice::Start);
+        let handle = turns.start(first);
+        let id = handle.thread_id.clone();
+        let (heard, _) = handle.collect().await.unwrap();
+        let dialogue = [
+            ChatMessage::user("one"),
+            ChatMessage::assistant(heard),
+            ChatMessage::user("two"),
+        ];
+        let second = turns.continue_stateless(stateless_call(&dialogue)).await;
+        assert_eq!(second.thread, ThreadChoice::Continue(id.clone()));
+        assert_eq!(second.resent, dialogue[..2]);
+        assert_eq!(second.new_messages, dialogue[2..]);
+        let handle = turns.start(second);
+        assert_eq!(handle.thread_id, id);
+        let (answer, _) = handle.collect().await.unwrap();
+        assert_eq!(
+            answer, "one|one|two",
+            "the model sees the client's dialogue"
+        );
+        let log: Vec<String> = store
+            .conversation(&id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.message.content)
+            .collect();
+        assert_eq!(
+            log,
+            ["one", "", "42", "one", "two", "", "42", "one|one|two"]
+        );
+        // A session's call is never redirected.
+        let mut session = stateless_call(&dialogue);
+        session.thread = ThreadChoice::Remember("s".into());
+        assert_eq!(
+            turns.continue_stateless(session).await.thread,
+            ThreadChoice::Remember("s".into())
+        );
+    }
 
     fn tool_result() -> ChatMessage {
         let mut m = ChatMessage::new(Role::Tool, "42");
