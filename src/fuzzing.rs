@@ -220,6 +220,7 @@ fn check_turn(turn: &TurnRequest) {
             assert!(turn.options.instructions.is_none(), "{turn:?}");
         }
         ThreadChoice::Start => {}
+        ThreadChoice::Continue(id) => panic!("parsing continued {id:?}; only the runner does"),
     }
     if let Some(device) = &turn.options.device_id {
         assert!(!device.is_empty(), "empty device id");

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::viewer::*;
-use lang_agent::store::{MessageKind, NewMessage, Store};
+use lang_agent::store::{MessageKind, NewMessage, Store, TurnOutcome, TurnStatus};
 
 fn temp_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -315,7 +315,16 @@ async fn json_api_keeps_the_original_shapes() {
     let first = list[0].as_object().unwrap();
     let mut keys: Vec<_> = first.keys().map(String::as_str).collect();
     keys.sort();
-    assert_eq!(keys, ["conversation_id", "last_updated", "message_count"]);
+    assert_eq!(
+        keys,
+        [
+            "conversation_id",
+            "last_updated",
+            "message_count",
+            "preview",
+            "stateless"
+        ]
+    );
     assert_eq!(first["conversation_id"], "newest", "newest first");
     let kitchen = list
         .iter()
@@ -476,4 +485,110 @@ async fn search_filters_and_paging() {
     assert!(page2.contains("51–60 of 60"));
     assert!(page2.contains(r#"href="/?device=dev3" rel="prev""#));
     assert!(page.find("bulk-118_dev3").unwrap() < page.find("bulk-116_dev3").unwrap());
+}
+
+/// A turn as a stateless call logs it: a conversation begun without a session id.
+async fn stateless_turn(store: &Store, id: &str, user: &str, answer: &str) {
+    let said = vec![NewMessage::new(MessageKind::Human, user)];
+    let (turn, _) = store.open_turn(id, None, "m", said, 0, true).await.unwrap();
+    let outcome = TurnOutcome {
+        status: TurnStatus::Done,
+        error: None,
+        input_tokens: 0,
+        output_tokens: 0,
+        ttft_ms: None,
+        total_ms: 0,
+    };
+    let answered = NewMessage::new(MessageKind::Ai, answer);
+    store
+        .close_turn(
+            id,
+            None,
+            turn,
+            vec![answered.clone()],
+            outcome,
+            Some(answered),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn one_shot_stateless_conversations_are_hidden_until_asked_for_and_every_entry_previews() {
+    let (_dir, store) = temp_store();
+    seed(&store).await;
+    for i in 0..55 {
+        stateless_turn(&store, &format!("helper-{i:02}"), "classify: hi", "chat").await;
+    }
+    stateless_turn(&store, "stateless-chat", "one", "first answer").await;
+    stateless_turn(&store, "stateless-chat", "two", "second answer").await;
+    let long = format!("{SCRIPT_TEXT}\nsecond line {}", "x".repeat(100));
+    stateless_turn(&store, "helper-html", "say html", &long).await;
+    let base = serve_router(&store, true).await;
+    let client = http();
+    let get = |path: &'static str| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let r = client.get(format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            r.text().await.unwrap()
+        }
+    };
+
+    // By default: the seeded conversations and the longer stateless one, no one-shots.
+    let page = get("/").await;
+    assert!(!page.contains("helper-"), "a one-shot is listed by default");
+    assert!(
+        page.contains("1–3 of 3"),
+        "{}",
+        &page[..600.min(page.len())]
+    );
+    assert!(page.contains("stateless-chat"));
+    assert!(page.contains(r#"name="stateless" id="stateless" value="1">"#));
+    // Each entry previews its newest message.
+    assert!(page.contains(r#"<span class="conv-preview">second answer</span>"#));
+    assert!(page.contains("Mild all fortnight: highs of 20 to 24°C."));
+    assert!(page.contains(r#"<span class="badge stateless""#));
+
+    // The filter shows them, ticked, and paging keeps it.
+    let page = get("/?stateless=1").await;
+    assert!(
+        page.contains("1–50 of 59"),
+        "{}",
+        &page[..600.min(page.len())]
+    );
+    assert!(page.contains(r#"name="stateless" id="stateless" value="1" checked>"#));
+    assert!(page.contains(r#"href="/?stateless=1&#38;page=2""#));
+    let more = get("/fragments/sidebar?stateless=1&page=2").await;
+    assert_eq!(more.matches("<li><a class=\"conv").count(), 9);
+    // A preview is one escaped line, cut short.
+    let html = get("/?stateless=1").await;
+    let preview = html
+        .split(r#"<span class="conv-preview">"#)
+        .nth(1)
+        .and_then(|rest| rest.split("</span>").next())
+        .unwrap();
+    assert!(preview.starts_with("&#60;script&#62;"), "{preview}");
+    assert!(
+        !preview.contains('\n') && preview.ends_with('…'),
+        "{preview}"
+    );
+    assert!(!html.contains("<script>document"));
+
+    // The JSON API lists everything, as the original did, and says which is which.
+    let list: serde_json::Value = client
+        .get(format!("{base}/api/conversations"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 59);
+    let entry = |id: &str| list.iter().find(|c| c["conversation_id"] == id).unwrap();
+    assert_eq!(entry("helper-00")["stateless"], true);
+    assert_eq!(entry("helper-00")["preview"], "chat");
+    assert_eq!(entry("living-room_dev2")["stateless"], false);
+    assert_eq!(entry("stateless-chat")["message_count"], 4);
 }

@@ -134,9 +134,13 @@ async fn reads_the_documented_table_with_boxes_devices_and_search() {
     assert_eq!(
         list,
         serde_json::json!([
-            {"conversation_id": "garage/evening_dev2", "message_count": 2, "last_updated": "2024-05-02T19:00:01.000Z"},
-            {"conversation_id": "kitchen/morning_dev1", "message_count": 4, "last_updated": "2024-05-01T08:00:03.000Z"},
-            {"conversation_id": "legacy-thread", "message_count": 1, "last_updated": "2024-04-01T10:00:00.000Z"},
+            // The documented table does not say how a conversation began: never stateless.
+            {"conversation_id": "garage/evening_dev2", "message_count": 2, "last_updated": "2024-05-02T19:00:01.000Z",
+             "stateless": false, "preview": "Closing it."},
+            {"conversation_id": "kitchen/morning_dev1", "message_count": 4, "last_updated": "2024-05-01T08:00:03.000Z",
+             "stateless": false, "preview": "No rain today."},
+            {"conversation_id": "legacy-thread", "message_count": 1, "last_updated": "2024-04-01T10:00:00.000Z",
+             "stateless": false, "preview": "from the original system"},
         ])
     );
     let messages: serde_json::Value = serde_json::from_str(

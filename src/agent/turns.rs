@@ -23,6 +23,7 @@
 
 mod client;
 mod recorder;
+mod stateless;
 mod thread_name;
 mod thread_policy;
 mod upkeep;
@@ -76,6 +77,10 @@ impl Default for TurnLimits {
 #[derive(Debug, Clone)]
 pub struct TurnRequest {
     pub thread: ThreadChoice,
+    /// On a continued stateless conversation ([`ThreadChoice::Continue`]): the dialogue the
+    /// client resent, which the log already holds. The model sees it before `new_messages`;
+    /// the log does not get it again. Empty otherwise.
+    pub resent: Vec<ChatMessage>,
     /// Messages not yet in memory: the newest user turn, or the whole carried dialogue of a new
     /// thread (never system messages).
     pub new_messages: Vec<ChatMessage>,
@@ -270,6 +275,14 @@ impl TurnRunner {
         let deadline = tokio::time::Instant::now() + self.limits.turn_timeout;
         // The user's turn is stored before the model is called.
         let rows = request.new_messages.iter().filter_map(to_log).collect();
+        let stateless = request.thread.is_stateless();
+        // A continued stateless conversation's history is the client's dialogue, not the log.
+        let continued = matches!(request.thread, ThreadChoice::Continue(_));
+        let memory_limit = if continued {
+            0
+        } else {
+            self.history_max_messages
+        };
         let opened = self
             .store
             .open_turn(
@@ -277,10 +290,22 @@ impl TurnRunner {
                 request.options.device_id.as_deref(),
                 self.agent.model_name(),
                 rows,
-                self.history_max_messages,
+                memory_limit,
+                stateless,
             )
             .await
-            .map(|(turn_id, memory)| (turn_id, from_log(&memory)));
+            .map(|(turn_id, memory)| {
+                let history = if continued {
+                    stateless::client_history(
+                        &request.resent,
+                        &request.new_messages,
+                        self.history_max_messages,
+                    )
+                } else {
+                    from_log(&memory)
+                };
+                (turn_id, history)
+            });
         let (turn_id, history) = match opened {
             Ok(opened) => opened,
             Err(e) => {
@@ -301,6 +326,7 @@ impl TurnRunner {
             input.options.device_id.as_deref(),
             turn_id,
             started,
+            stateless,
         );
         let mut result = if cancel.is_cancelled() {
             Err(TurnError::Interrupted)

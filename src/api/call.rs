@@ -104,10 +104,10 @@ pub trait AnswerShape: Send + Sync {
     fn error(&self, error: ApiError) -> Response;
 }
 
-/// Starts `turn` and answers it in `shape`: streamed when the turn streams (with keep-alives
-/// every `keepalive`), else collected into one answer once the turn is stored. Either way a
-/// turn interrupted by a newer one of its session ends as a finished answer with the text it
-/// gave ([`stream::client_ending`]).
+/// Starts `turn` (a stateless one in the conversation it continues, if any) and answers it in
+/// `shape`: streamed when the turn streams (with keep-alives every `keepalive`), else collected
+/// into one answer once the turn is stored. Either way a turn interrupted by a newer one of its
+/// session ends as a finished answer with the text it gave ([`stream::client_ending`]).
 pub async fn answer<S: AnswerShape>(
     turns: &Arc<TurnRunner>,
     turn: TurnRequest,
@@ -115,6 +115,8 @@ pub async fn answer<S: AnswerShape>(
     shape: S,
 ) -> Response {
     let streaming = turn.options.streaming;
+    // A stateless call resending a logged dialogue continues that conversation in the log.
+    let turn = turns.continue_stateless(turn).await;
     let handle = turns.start(turn);
     let model = turns.model_name();
     if streaming {

@@ -62,7 +62,7 @@ impl Needed {
     pub fn on(thread: &ThreadChoice) -> Needed {
         match thread {
             ThreadChoice::Remember(_) => Needed::NewestTurn,
-            ThreadChoice::Start => Needed::Everything,
+            ThreadChoice::Start | ThreadChoice::Continue(_) => Needed::Everything,
         }
     }
 }
@@ -215,10 +215,11 @@ impl Dialogue {
         let system = (!self.system.is_empty()).then(|| self.system.join("\n\n"));
         let (instructions, client_system) = match thread {
             ThreadChoice::Remember(_) => (None, client_prompt.apply(system)),
-            ThreadChoice::Start => (system, None),
+            ThreadChoice::Start | ThreadChoice::Continue(_) => (system, None),
         };
         Ok(TurnRequest {
             thread,
+            resent: Vec::new(),
             new_messages,
             options: TurnOptions {
                 device_id,

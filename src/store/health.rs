@@ -183,7 +183,7 @@ mod tests {
         let store = store.clone();
         async move {
             let big = NewMessage::new(crate::store::MessageKind::Human, "words ".repeat(50_000));
-            store.open_turn("c", None, "m", vec![big], 10).await
+            store.open_turn("c", None, "m", vec![big], 10, false).await
         }
     }
 

@@ -198,7 +198,7 @@ pub(super) fn insert_messages(
     messages: &[NewMessage],
 ) -> Result<(bool, Vec<i64>), StoreError> {
     let now = now_timestamp();
-    let created = ensure_conversation(tx, conversation, device, &now)?;
+    let created = ensure_conversation(tx, conversation, device, false, &now)?;
     let mut next: i64 = tx.query_row(
         "SELECT message_count FROM conversations WHERE conversation_id = ?1",
         [conversation],
@@ -235,17 +235,20 @@ pub(super) fn insert_messages(
     Ok((created, seqs))
 }
 
-/// Creates the conversation row if missing; returns whether it was created.
+/// Creates the conversation row if missing (marked `stateless` when a call without a session
+/// or thread id begins it); returns whether it was created.
 pub(super) fn ensure_conversation(
     tx: &rusqlite::Connection,
     conversation_id: &str,
     device_id: Option<&str>,
+    stateless: bool,
     now: &str,
 ) -> Result<bool, StoreError> {
     let inserted = tx.execute(
-        "INSERT INTO conversations (conversation_id, device_id, message_count, created_at, updated_at)
-         VALUES (?1, ?2, 0, ?3, ?3) ON CONFLICT (conversation_id) DO NOTHING",
-        params![conversation_id, device_id, now],
+        "INSERT INTO conversations
+             (conversation_id, device_id, message_count, created_at, updated_at, stateless)
+         VALUES (?1, ?2, 0, ?3, ?3, ?4) ON CONFLICT (conversation_id) DO NOTHING",
+        params![conversation_id, device_id, now, stateless],
     )?;
     Ok(inserted == 1)
 }
@@ -328,7 +331,7 @@ mod tests {
     ) -> Vec<String> {
         let messages = vec![NewMessage::new(MessageKind::Human, text)];
         let (_, memory) = store
-            .open_turn(conversation, device, "m", messages, 3)
+            .open_turn(conversation, device, "m", messages, 3, false)
             .await
             .unwrap();
         memory.into_iter().map(|m| m.message.content).collect()

@@ -10,6 +10,7 @@
 
 pub mod backup;
 mod delete;
+mod dialogue_digest;
 mod files;
 mod health;
 mod log;
@@ -29,6 +30,7 @@ use tokio::sync::broadcast;
 use health::{DataDisk, WriterState};
 use writer::Writer;
 
+pub use dialogue_digest::{DialogueDigest, STATELESS_CONTINUE_WITHIN_HOURS};
 pub use health::{MIN_FREE_DISK_BYTES, StoreHealth};
 pub use log::{MessageKind, NewMessage, StoredMessage};
 pub use turn_rows::{TurnOutcome, TurnStatus};

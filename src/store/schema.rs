@@ -107,9 +107,20 @@ BEGIN
 END;
 "#;
 
+/// Stateless conversations: those begun by a call without a session or thread id. The viewer
+/// hides the one-exchange ones by default (helper calls), and a stateless call that resends a
+/// recent one's dialogue continues it, found by `dialogue_digest` (`store::dialogue_digest`)
+/// through a partial index that holds only stateless conversations.
+const V4: &str = r#"
+ALTER TABLE conversations ADD COLUMN stateless INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE conversations ADD COLUMN dialogue_digest BLOB;
+CREATE INDEX idx_conversations_stateless_digest
+    ON conversations (dialogue_digest, updated_at) WHERE stateless = 1;
+"#;
+
 /// All migrations, oldest first.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3)])
+    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3), M::up(V4)])
 }
 
 #[cfg(test)]

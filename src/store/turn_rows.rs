@@ -5,6 +5,7 @@
 
 use rusqlite::params;
 
+use super::dialogue_digest::extend_conversation;
 use super::log::{
     NewMessage, StoredMessage, ensure_conversation, enter_device_conversation, insert_messages,
     memory_rows,
@@ -58,6 +59,9 @@ impl Store {
     /// (the user's turn), and reads back the newest `memory_limit` messages of the memory the
     /// model will see. Returns the turn's id and that memory. Refused at once while the data
     /// disk is full ([`StoreError::DiskFull`]): a turn that cannot be stored is not started.
+    ///
+    /// A `stateless` turn (a call without a session or thread id) creates its conversation
+    /// marked stateless, and its messages extend the conversation's dialogue digest.
     pub async fn open_turn(
         &self,
         conversation_id: &str,
@@ -65,6 +69,7 @@ impl Store {
         model: &str,
         messages: Vec<NewMessage>,
         memory_limit: usize,
+        stateless: bool,
     ) -> Result<(i64, Vec<StoredMessage>), StoreError> {
         self.check_room()?;
         let conversation = conversation_id.to_string();
@@ -76,7 +81,8 @@ impl Store {
                     enter_device_conversation(tx, device, &conversation)?;
                 }
                 let now = now_timestamp();
-                let created = ensure_conversation(tx, &conversation, device.as_deref(), &now)?;
+                let created =
+                    ensure_conversation(tx, &conversation, device.as_deref(), stateless, &now)?;
                 tx.execute(
                     "INSERT INTO turns (conversation_id, model, status, started_at)
                      VALUES (?1, ?2, 'running', ?3)",
@@ -84,6 +90,9 @@ impl Store {
                 )?;
                 let id = tx.last_insert_rowid();
                 insert_messages(tx, &conversation, device.as_deref(), Some(id), &messages)?;
+                if stateless {
+                    extend_conversation(tx, &conversation, &messages)?;
+                }
                 let memory = memory_rows(tx, &conversation, memory_limit)?;
                 Ok((created, !messages.is_empty(), id, memory))
             })
@@ -98,7 +107,10 @@ impl Store {
     }
 
     /// Closes a turn: logs its last messages (the answer, or what was said before an
-    /// interruption) and records its outcome, in one write.
+    /// interruption) and records its outcome, in one write. `heard` is the answer as a
+    /// stateless client received it (its text, or the tool calls it was asked to make), the
+    /// message its next call will resend: it extends a stateless conversation's dialogue
+    /// digest in the same write.
     pub async fn close_turn(
         &self,
         conversation_id: &str,
@@ -106,6 +118,7 @@ impl Store {
         turn_id: i64,
         messages: Vec<NewMessage>,
         outcome: TurnOutcome,
+        heard: Option<NewMessage>,
     ) -> Result<(), StoreError> {
         let conversation = conversation_id.to_string();
         let device = device_id.map(str::to_string);
@@ -119,6 +132,9 @@ impl Store {
                     Some(turn_id),
                     &messages,
                 )?;
+            }
+            if let Some(heard) = &heard {
+                extend_conversation(tx, &conversation, std::slice::from_ref(heard))?;
             }
             tx.execute(
                 "UPDATE turns SET status = ?2, error = ?3, input_tokens = ?4, output_tokens = ?5,
@@ -160,6 +176,7 @@ mod tests {
                 "qwen-plus",
                 vec![NewMessage::new(crate::store::MessageKind::Human, "hi")],
                 10,
+                false,
             )
             .await
             .unwrap();
@@ -183,6 +200,7 @@ mod tests {
                     ttft_ms: Some(40),
                     total_ms: 90,
                 },
+                None,
             )
             .await
             .unwrap();
@@ -209,7 +227,10 @@ mod tests {
     #[tokio::test]
     async fn serving_closes_the_turns_a_previous_run_left_running() {
         let (dir, store) = open_temp();
-        let (left, _) = store.open_turn("c", None, "m", vec![], 10).await.unwrap();
+        let (left, _) = store
+            .open_turn("c", None, "m", vec![], 10, false)
+            .await
+            .unwrap();
         drop(store);
         let store = Store::open_for_serve(&dir.path().join("t.sqlite3")).unwrap();
         let (status, error, finished): (String, String, Option<String>) = store

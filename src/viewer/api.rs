@@ -1,7 +1,8 @@
 //! The original viewer's JSON API, in the same shapes, plus `/health`.
 //!
-//! `GET /api/conversations` → `[{conversation_id, message_count, last_updated}]`, newest
-//! first (all of them, as the original did; `?limit=&offset=` pages it), and
+//! `GET /api/conversations` → `[{conversation_id, message_count, last_updated, stateless,
+//! preview}]`, newest first (all of them, as the original did, one-shot stateless ones
+//! included; `?limit=&offset=` pages it), and
 //! `GET /api/conversations/{id}/messages` → `[{message_type, content, sequence_number,
 //! created_at}]`. Times are RFC 3339 UTC.
 
@@ -13,13 +14,17 @@ use serde::{Deserialize, Serialize};
 
 use super::ViewerState;
 use super::model::{ConversationSummary, ListFilter, Message};
-use super::render::shown_time;
+use super::render::{preview_line, shown_time};
 
 #[derive(Serialize)]
 pub struct ApiConversation {
     conversation_id: String,
     message_count: i64,
     last_updated: String,
+    /// Begun by a call without a session or thread id (always false over PostgreSQL).
+    stateless: bool,
+    /// The newest message on one short line.
+    preview: String,
 }
 
 impl From<&ConversationSummary> for ApiConversation {
@@ -28,6 +33,8 @@ impl From<&ConversationSummary> for ApiConversation {
             conversation_id: c.conversation_id.clone(),
             message_count: c.message_count,
             last_updated: shown_time(c.last_updated).iso,
+            stateless: c.stateless,
+            preview: preview_line(&c.preview),
         }
     }
 }
@@ -75,6 +82,8 @@ pub async fn conversations(
         offset: paging.offset,
         // SQLite and PostgreSQL both take i64 limits; this is "all".
         limit: paging.limit.unwrap_or(i64::MAX as u64).min(i64::MAX as u64),
+        // The original API listed every conversation; `stateless` lets a caller tell.
+        one_shot_stateless: true,
         ..Default::default()
     };
     match state.source.list(&filter).await {

@@ -15,7 +15,16 @@ pub struct ConversationSummary {
     pub device_id: Option<String>,
     pub message_count: i64,
     pub last_updated: DateTime<Utc>,
+    /// Begun by a call without a session or thread id (SQLite only; PostgreSQL's documented
+    /// table does not say, so there it is always false).
+    pub stateless: bool,
+    /// The start of the newest message's text (at most [`PREVIEW_SOURCE_CHARS`] characters;
+    /// the page shortens it further).
+    pub preview: String,
 }
+
+/// How much of a conversation's newest message the sources read for its preview.
+pub const PREVIEW_SOURCE_CHARS: usize = 200;
 
 /// One logged message, in the documented columns plus what SQLite knows beyond them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +53,9 @@ pub struct ListFilter {
     pub updated_from: Option<DateTime<Utc>>,
     /// Last updated before this instant.
     pub updated_before: Option<DateTime<Utc>>,
+    /// Also list stateless conversations of one exchange (a helper's one-shot call), which
+    /// the viewer hides by default.
+    pub one_shot_stateless: bool,
     pub offset: u64,
     pub limit: u64,
 }

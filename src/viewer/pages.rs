@@ -42,6 +42,10 @@ pub struct ListParams {
     /// the reader's days; without the script, days are UTC days.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     tz: String,
+    /// `1`: also list stateless conversations of one exchange (helper calls), hidden by
+    /// default.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    stateless: String,
     #[serde(default, skip_serializing)]
     page: String,
     /// Fragments only: the conversation open beside the list.
@@ -63,6 +67,11 @@ impl ListParams {
         [&self.q, &self.device, &self.box_id, &self.from, &self.to]
             .iter()
             .any(|v| !v.trim().is_empty())
+            || self.one_shot_stateless()
+    }
+
+    fn one_shot_stateless(&self) -> bool {
+        matches!(self.stateless.trim(), "1" | "on" | "true")
     }
 
     fn filter(&self) -> ListFilter {
@@ -87,6 +96,7 @@ impl ListParams {
             box_id: nonempty(&self.box_id),
             updated_from: day_start(&self.from),
             updated_before: day_start(&self.to).map(|t| t + Duration::days(1)),
+            one_shot_stateless: self.one_shot_stateless(),
             offset: (self.page() - 1) * PAGE_SIZE,
             limit: PAGE_SIZE,
         }
@@ -107,6 +117,8 @@ struct FilterForm {
     tz: String,
     devices: Vec<Choice>,
     boxes: Vec<Choice>,
+    /// One-exchange stateless conversations are listed too.
+    one_shot_stateless: bool,
     active: bool,
     /// Something besides the search box is set, so the filter drawer starts open.
     secondary: bool,
@@ -236,10 +248,12 @@ async fn sidebar(
         tz: params.tz.clone(),
         devices: choices(devices, params.device.trim()),
         boxes: choices(boxes, params.box_id.trim()),
+        one_shot_stateless: params.one_shot_stateless(),
         active: params.is_filtered(),
         secondary: [&params.device, &params.box_id, &params.from, &params.to]
             .iter()
-            .any(|v| !v.trim().is_empty()),
+            .any(|v| !v.trim().is_empty())
+            || params.one_shot_stateless(),
     };
     Ok((form, list))
 }
@@ -302,6 +316,9 @@ async fn conversation_page(
                 .or_else(|| super::model::device_from_session_id(id).map(str::to_string)),
             message_count: messages.len() as i64,
             last_updated: messages.last().map(|m| m.created_at).unwrap_or_default(),
+            // Only the title and device of this row are shown.
+            stateless: false,
+            preview: String::new(),
         },
         &boxes,
         &filter_qs,
@@ -479,6 +496,14 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(params.query(), "q=a+b%26c&device=d1");
+        let helpers = ListParams {
+            stateless: "1".into(),
+            page: "2".into(),
+            ..Default::default()
+        };
+        assert_eq!(helpers.query(), "stateless=1");
+        assert!(helpers.filter().one_shot_stateless);
+        assert!(!ListParams::default().filter().one_shot_stateless);
         assert_eq!(params.filter().offset, 2 * PAGE_SIZE);
         assert_eq!(ListParams::default().filter().offset, 0);
     }

@@ -2,7 +2,9 @@
 //!
 //! The documented table has no conversation table and no device column, so the list groups
 //! `messages` by conversation and the device comes from the `<conversation>_<device>` naming
-//! rule. Connections come from a small `deadpool-postgres` pool. Live updates arrive by
+//! rule; nor does it say how a conversation began, so nothing there is marked stateless (the
+//! export keeps to the documented columns) and the stateless filter hides nothing. Each listed
+//! row's preview is its newest message. Connections come from a small `deadpool-postgres` pool. Live updates arrive by
 //! `LISTEN lang_agent_messages` on a connection of their own: the exporter sends
 //! `pg_notify('lang_agent_messages', '{"conversations":[ids…]}')` after each batch (or
 //! `{"conversations":null}` for "something changed"), and the listener turns that into events
@@ -24,7 +26,8 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use super::ViewerError;
 use super::changes::{Coverage, KnownCounts};
 use super::model::{
-    ConversationSummary, ListFilter, ListPage, Message, device_from_session_id, like_literal,
+    ConversationSummary, ListFilter, ListPage, Message, PREVIEW_SOURCE_CHARS,
+    device_from_session_id, like_literal,
 };
 use crate::pg::{NOTIFY_CHANNEL, PgTarget, notify_payload};
 use crate::store::StoreEvent;
@@ -106,8 +109,14 @@ impl PgSource {
                 SELECT conversation_id, count(*) AS n,
                        coalesce(max(created_at), 'epoch'::timestamptz) AS last
                 FROM messages {where_sql} GROUP BY conversation_id)
-             SELECT conversation_id, n, last, count(*) OVER () FROM s {having_sql}
-             ORDER BY last DESC, conversation_id DESC LIMIT {limit} OFFSET {offset}"
+             , page AS (
+                SELECT conversation_id, n, last, count(*) OVER () AS total FROM s {having_sql}
+                ORDER BY last DESC, conversation_id DESC LIMIT {limit} OFFSET {offset})
+             SELECT p.conversation_id, p.n, p.last, p.total,
+                    (SELECT left(m.content, {PREVIEW_SOURCE_CHARS}) FROM messages m
+                      WHERE m.conversation_id = p.conversation_id
+                      ORDER BY m.sequence_number DESC LIMIT 1)
+             FROM page p ORDER BY p.last DESC, p.conversation_id DESC"
         );
         let client = self.pool.get().await?;
         let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as _).collect();
@@ -122,6 +131,9 @@ impl PgSource {
                     conversation_id: id,
                     message_count: r.get(1),
                     last_updated: r.get(2),
+                    // The documented table does not record how a conversation began.
+                    stateless: false,
+                    preview: r.get::<_, Option<String>>(4).unwrap_or_default(),
                 }
             })
             .collect();

@@ -65,6 +65,24 @@ pub struct ConversationRow {
     pub message_count: i64,
     pub updated: ShownTime,
     pub selected: bool,
+    /// Begun by a call without a session or thread id.
+    pub stateless: bool,
+    /// The newest message, on one line and short ([`preview_line`]).
+    pub preview: String,
+}
+
+/// Characters of the newest message a list entry shows.
+pub const PREVIEW_CHARS: usize = 80;
+
+/// `text` as a one-line preview: whitespace runs (newlines too) become one space, and past
+/// [`PREVIEW_CHARS`] characters it is cut with an ellipsis.
+pub fn preview_line(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let line = words.join(" ");
+    match line.char_indices().nth(PREVIEW_CHARS) {
+        Some((cut, _)) => format!("{}…", line[..cut].trim_end()),
+        None => line,
+    }
 }
 
 pub fn conversation_row(
@@ -87,6 +105,8 @@ pub fn conversation_row(
         message_count: c.message_count,
         updated: shown_time(c.last_updated),
         selected: selected == Some(c.conversation_id.as_str()),
+        stateless: c.stateless,
+        preview: preview_line(&c.preview),
     }
 }
 
@@ -192,6 +212,19 @@ fn contains_ignoring_case(haystack: &str, needle: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn previews_are_one_short_line() {
+        assert_eq!(preview_line("  hello\n\tworld  "), "hello world");
+        let long = "字".repeat(PREVIEW_CHARS + 5);
+        let shown = preview_line(&long);
+        assert_eq!(shown.chars().count(), PREVIEW_CHARS + 1);
+        assert!(shown.ends_with('…'));
+        assert_eq!(
+            preview_line(&"a".repeat(PREVIEW_CHARS)),
+            "a".repeat(PREVIEW_CHARS)
+        );
+    }
 
     #[test]
     fn ids_stay_one_path_segment() {

@@ -4,14 +4,17 @@
 //! the list is an index walk on `updated_at`, never a scan of `messages`. Search goes through
 //! the trigram full-text index (`messages_fts`) for three characters or more, plus a `LIKE`
 //! over the few newest messages the background indexer has not reached yet; shorter text
-//! cannot use a trigram index and falls back to `LIKE` over everything.
+//! cannot use a trigram index and falls back to `LIKE` over everything. Each listed row's
+//! preview is its newest message, one lookup on `idx_messages_conversation` per row of the page.
+//! Stateless conversations of one exchange (`stateless = 1`, at most two messages) are left
+//! out unless the filter asks for them.
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, params};
 
 use super::model::{
-    ConversationSummary, ListFilter, ListPage, Message, like_literal, parse_timestamp,
-    timestamp_text,
+    ConversationSummary, ListFilter, ListPage, Message, PREVIEW_SOURCE_CHARS, like_literal,
+    parse_timestamp, timestamp_text,
 };
 use crate::store::StoreError;
 
@@ -34,6 +37,9 @@ pub fn list(conn: &Connection, filter: &ListFilter) -> Result<ListPage, StoreErr
     if let Some(before) = filter.updated_before {
         clauses.push("c.updated_at < ?");
         args.push(Value::Text(timestamp_text(before)));
+    }
+    if !filter.one_shot_stateless {
+        clauses.push("NOT (c.stateless = 1 AND c.message_count <= 2)");
     }
     if let Some(text) = &filter.search {
         if text.chars().count() >= 3 {
@@ -72,7 +78,10 @@ pub fn list(conn: &Connection, filter: &ListFilter) -> Result<ListPage, StoreErr
     page_args.push(Value::Integer(filter.limit as i64));
     page_args.push(Value::Integer(filter.offset as i64));
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT c.conversation_id, c.device_id, c.message_count, c.updated_at
+        "SELECT c.conversation_id, c.device_id, c.message_count, c.updated_at, c.stateless,
+                (SELECT substr(m.content, 1, {PREVIEW_SOURCE_CHARS}) FROM messages m
+                  WHERE m.conversation_id = c.conversation_id
+                  ORDER BY m.sequence_number DESC LIMIT 1)
          FROM conversations c {filter_sql}
          ORDER BY c.updated_at DESC, c.conversation_id DESC LIMIT ? OFFSET ?"
     ))?;
@@ -83,6 +92,8 @@ pub fn list(conn: &Connection, filter: &ListFilter) -> Result<ListPage, StoreErr
                 device_id: r.get(1)?,
                 message_count: r.get(2)?,
                 last_updated: parse_timestamp(&r.get::<_, String>(3)?),
+                stateless: r.get(4)?,
+                preview: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
             })
         })?
         .collect::<Result<_, _>>()?;

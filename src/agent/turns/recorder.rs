@@ -24,6 +24,9 @@ pub(super) struct Recorder {
     turn_id: i64,
     /// Text spoken since the last logged assistant message: what an interruption must keep.
     spoken: String,
+    /// On a stateless turn, all the text the client was given (filler and answer alike): the
+    /// answer as the client will resend it, which the conversation's dialogue digest follows.
+    heard: Option<String>,
     /// Messages recorded but not yet written. A plain answer, most likely the turn's last
     /// message, is held back so that `close` writes it with the turn's outcome in one go; a
     /// write that failed leaves its messages here for `close` to try again.
@@ -41,6 +44,7 @@ impl Recorder {
         device: Option<&str>,
         turn_id: i64,
         started: Instant,
+        stateless: bool,
     ) -> Recorder {
         Recorder {
             store: store.clone(),
@@ -48,6 +52,7 @@ impl Recorder {
             device: device.map(str::to_string),
             turn_id,
             spoken: String::new(),
+            heard: stateless.then(String::new),
             unsaved: Vec::new(),
             first_text: None,
             started,
@@ -58,6 +63,16 @@ impl Recorder {
     pub(super) fn spoke(&mut self, piece: &str) {
         self.first_text.get_or_insert_with(Instant::now);
         self.spoken.push_str(piece);
+        if let Some(heard) = &mut self.heard {
+            heard.push_str(piece);
+        }
+    }
+
+    /// What a stateless client heard of the answer, as it will resend it, when it heard
+    /// anything.
+    fn heard(&self) -> Option<NewMessage> {
+        let heard = self.heard.as_deref().filter(|h| !h.is_empty())?;
+        Some(NewMessage::new(MessageKind::Ai, heard))
     }
 
     pub(super) async fn record(&mut self, message: ChatMessage) -> Result<(), TurnError> {
@@ -139,8 +154,10 @@ impl Recorder {
                 self.turn_id,
                 rows,
                 outcome,
+                self.heard(),
             )
             .await?;
+        self.heard = None;
         self.unsaved.clear();
         self.spoken.clear();
         Ok(())
@@ -162,10 +179,11 @@ impl Drop for Recorder {
         let store = self.store.clone();
         let (thread_id, device, turn_id) =
             (self.thread_id.clone(), self.device.clone(), self.turn_id);
+        let heard = self.heard();
         tracing::error!(thread = %thread_id, "turn task ended abnormally; closing the turn");
         runtime.spawn(async move {
             let closed = store
-                .close_turn(&thread_id, device.as_deref(), turn_id, rows, outcome)
+                .close_turn(&thread_id, device.as_deref(), turn_id, rows, outcome, heard)
                 .await;
             if let Err(e) = closed {
                 tracing::error!(thread = %thread_id, "aborted turn not closed: {e}");

@@ -43,6 +43,7 @@ fn runner(store: &Store, script: Script, limits: TurnLimits) -> Arc<TurnRunner> 
 fn request(thread: &str) -> TurnRequest {
     TurnRequest {
         thread: ThreadChoice::Remember(thread.into()),
+        resent: Vec::new(),
         new_messages: vec![ChatMessage::user("hello")],
         options: TurnOptions {
             streaming: true,

@@ -16,8 +16,13 @@ use super::thread_policy::MemoryScope;
 pub enum ThreadChoice {
     /// A thread the server remembers: its memory is the history.
     Remember(String),
-    /// A new thread, started from the messages the client carried.
+    /// A new thread, started from the messages the client carried (a stateless call).
     Start,
+    /// A stateless call that resent the dialogue of this earlier stateless conversation: its
+    /// turn is logged there (only the new messages), but the history the model sees is the
+    /// client's dialogue, as on [`ThreadChoice::Start`], never memory read back from the log.
+    /// Chosen by [`TurnRunner::continue_stateless`](super::TurnRunner::continue_stateless).
+    Continue(String),
 }
 
 /// Separates the app from the device in an app-scoped thread name. App ids may not contain
@@ -39,9 +44,14 @@ impl ThreadChoice {
     /// The thread's id: the remembered thread's name, or a fresh one for a new thread.
     pub fn id(&self) -> String {
         match self {
-            ThreadChoice::Remember(id) => id.clone(),
+            ThreadChoice::Remember(id) | ThreadChoice::Continue(id) => id.clone(),
             ThreadChoice::Start => uuid::Uuid::new_v4().to_string(),
         }
+    }
+
+    /// The call named no session or thread: the client carries the dialogue itself.
+    pub fn is_stateless(&self) -> bool {
+        !matches!(self, ThreadChoice::Remember(_))
     }
 
     /// The thread an app's turns share whatever session they come in on (`--memory-scope app`):
@@ -115,7 +125,7 @@ mod tests {
     fn name(app: &str, device: Option<&str>) -> String {
         match ThreadChoice::for_app(app, device).unwrap() {
             ThreadChoice::Remember(name) => name,
-            ThreadChoice::Start => unreachable!("an app always names a thread"),
+            other => unreachable!("an app always names a thread, not {other:?}"),
         }
     }
 
