@@ -82,6 +82,10 @@ pub enum Command {
     Backup(BackupArgs),
     /// Replace the store by a backup; refused while a server runs on the data directory.
     Restore(RestoreArgs),
+    /// Check that the box can serve (takes `serve`'s options): one line per check, non-zero
+    /// exit when one fails.
+    #[command(args_override_self = true)]
+    Doctor(ServeArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -331,6 +335,9 @@ pub struct MockLlmArgs {
     /// Delay between streamed chunks, milliseconds.
     #[arg(long, default_value_t = 0)]
     pub chunk_delay_ms: u64,
+    /// Answer model calls only with this Bearer key (others get a 401), as a real upstream.
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
 }
 
 /// `text` with the `[default: …]` note clap gives flags whose default it applies itself.

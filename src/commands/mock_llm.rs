@@ -13,6 +13,7 @@ pub async fn run(args: MockLlmArgs) -> Result<(), MockLlmError> {
         port: args.port,
         delay: Duration::from_millis(args.delay_ms),
         chunk_delay: Duration::from_millis(args.chunk_delay_ms),
+        api_key: args.api_key,
     })
     .await
 }

@@ -3,6 +3,7 @@
 //! type why it could not. `main.rs` prints that error as `lang-agent: …`.
 
 pub mod backup;
+pub mod doctor;
 pub mod export;
 pub mod mock_llm;
 pub mod serve;
@@ -31,6 +32,8 @@ pub enum CommandError {
     MockLlm(#[from] MockLlmError),
     #[error(transparent)]
     Backup(#[from] BackupError),
+    #[error(transparent)]
+    Doctor(#[from] doctor::DoctorFailed),
 }
 
 /// Runs the parsed command line's subcommand to its end.
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> Result<(), CommandError> {
             Command::Viewer(args) => Ok(viewer::run(&config, &args).await?),
             Command::Backup(args) => Ok(backup::run_backup(&config, &args).await?),
             Command::Restore(args) => Ok(backup::run_restore(&config, &args).await?),
+            Command::Doctor(args) => Ok(doctor::run(config, &args).await?),
         }
     })
 }

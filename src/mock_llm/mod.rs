@@ -39,6 +39,9 @@ pub struct MockOptions {
     pub delay: Duration,
     /// Delay between streamed chunks.
     pub chunk_delay: Duration,
+    /// The only Bearer key model calls are answered for (others get a 401), as a real
+    /// upstream checks its key; `None` answers everyone.
+    pub api_key: Option<String>,
 }
 
 /// Why the fake upstream stopped.
@@ -62,6 +65,7 @@ struct Mock {
     failures: Arc<Mutex<HashMap<String, u32>>>,
     /// Numbers tool call ids, so that every call of a run has its own.
     next_call_id: Arc<AtomicU64>,
+    api_key: Option<Arc<str>>,
 }
 
 /// Serves the fake upstream until the process is stopped.
@@ -72,6 +76,7 @@ pub async fn run(options: MockOptions) -> Result<(), MockLlmError> {
         requests: Arc::default(),
         failures: Arc::default(),
         next_call_id: Arc::new(AtomicU64::new(1)),
+        api_key: options.api_key.map(Arc::from),
     };
     let failed = |source| MockLlmError::Listen {
         addr: format!("{}:{}", options.host, options.port),
@@ -111,7 +116,22 @@ async fn clear_recorded(State(mock): State<Mock>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-async fn chat_completions(State(mock): State<Mock>, Json(body): Json<Value>) -> Response {
+async fn chat_completions(
+    State(mock): State<Mock>,
+    headers: axum::http::HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Some(key) = &mock.api_key {
+        let sent = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if sent != Some(key) {
+            let error = json!({"error": {"message": "Incorrect API key provided.",
+                "type": "invalid_request_error", "code": "invalid_api_key"}});
+            return (StatusCode::UNAUTHORIZED, Json(error)).into_response();
+        }
+    }
     mock.requests.lock().unwrap().push(body.clone());
     let script = Script::read(&body);
     let delay = match script.kind {

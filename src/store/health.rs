@@ -68,7 +68,7 @@ fn storage_failure(error: &rusqlite::Error) -> Option<bool> {
 }
 
 /// Free bytes for unprivileged writers on the file system holding `dir`; `None` if unknown.
-fn disk_free_bytes(dir: &Path) -> Option<u64> {
+pub fn disk_free_bytes(dir: &Path) -> Option<u64> {
     match rustix::fs::statvfs(dir) {
         Ok(stats) => Some(stats.f_bavail.saturating_mul(stats.f_frsize)),
         Err(e) => {

@@ -31,7 +31,7 @@ use health::{DataDisk, WriterState};
 use writer::Writer;
 
 pub use dialogue_digest::{DialogueDigest, STATELESS_CONTINUE_WITHIN_HOURS};
-pub use health::{MIN_FREE_DISK_BYTES, StoreHealth};
+pub use health::{MIN_FREE_DISK_BYTES, StoreHealth, disk_free_bytes};
 pub use log::{MessageKind, NewMessage, StoredMessage};
 pub use turn_rows::{TurnOutcome, TurnStatus};
 

@@ -120,16 +120,23 @@ pub struct Mock {
 
 impl Mock {
     pub fn start(delay_ms: u64, chunk_delay_ms: u64) -> Mock {
+        Self::start_with(delay_ms, chunk_delay_ms, &[])
+    }
+
+    /// A mock with more `mock-llm` options (`--api-key K`).
+    pub fn start_with(delay_ms: u64, chunk_delay_ms: u64, extra: &[&str]) -> Mock {
         let mut command = Command::new(bin());
-        command.args([
-            "mock-llm",
-            "--port",
-            "0",
-            "--delay-ms",
-            &delay_ms.to_string(),
-            "--chunk-delay-ms",
-            &chunk_delay_ms.to_string(),
-        ]);
+        command
+            .args([
+                "mock-llm",
+                "--port",
+                "0",
+                "--delay-ms",
+                &delay_ms.to_string(),
+                "--chunk-delay-ms",
+                &chunk_delay_ms.to_string(),
+            ])
+            .args(extra);
         let proc = Proc::spawn(command);
         let line = proc.wait_for_line("mock-llm listening on ");
         let base_url = line.rsplit(' ').next().unwrap().to_string();

@@ -135,7 +135,8 @@ def test_a_changed_earlier_message_starts_a_new_conversation(box):
     client.chat.completions.create(model="qwen-plus", messages=dialogue)
     convs = log_rows(box, [first, second, third])
     assert len(convs) == 2, convs
-    continued = next(rows for rows in convs.values() if ("human", second) in rows)
+    # Both hold the second turn; the continued one stops there.
+    continued = next(rows for rows in convs.values() if ("human", third) not in rows)
     assert continued == [("human", first), ("ai", a1), ("human", second), ("ai", a2)], continued
     copy = next(rows for rows in convs.values() if ("human", third) in rows)
     assert copy[:4] == [("human", first), ("ai", a1), ("human", second),
@@ -177,3 +178,24 @@ def test_helper_one_shots_are_stateless_and_hidden_by_default(box):
     listing = json.loads(viewer_get(box, "/api/conversations"))
     entry = next(c for c in listing if c["conversation_id"] == helper)
     assert entry["stateless"] is True and entry["preview"] == answer, entry
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_a_stateless_client_tool_round_trip_stays_one_conversation(box, stream):
+    """Xiaozhi's function-call mode: the calls go back to the client, which resends the whole
+    dialogue with its tool results; the log keeps one conversation."""
+    from test_client_tools import CALL_LIGHT, LIGHT, answer_to, create
+
+    ask = f"{uniq('lights')} {CALL_LIGHT}"
+    dialogue = [{"role": "user", "content": ask}]
+    text, calls, finish = create(box, dialogue, stream=stream, tools=[LIGHT])
+    assert finish == "tool_calls" and [c["function"]["name"] for c in calls] == ["set_light"]
+    dialogue += answer_to(calls, {"set_light": "the light is on"})
+    text, calls, finish = create(box, dialogue, stream=stream, tools=[LIGHT])
+    assert (text, calls, finish) == ("Tool said: the light is on.", [], "stop")
+
+    convs = log_rows(box, [ask])
+    assert len(convs) == 1, convs
+    (rows,) = convs.values()
+    assert [kind for kind, _ in rows] == ["human", "ai", "tool", "ai"], rows
+    assert rows[-1] == ("ai", "Tool said: the light is on.")

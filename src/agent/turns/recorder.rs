@@ -12,7 +12,7 @@ use std::time::Instant;
 use super::TurnError;
 use crate::agent::AgentOutcome;
 use crate::agent::memory::to_log;
-use crate::llm::{ChatMessage, Role, Usage};
+use crate::llm::{ChatMessage, Role, ToolCall, Usage};
 use crate::store::{MessageKind, NewMessage, Store, StoreError, TurnOutcome, TurnStatus};
 
 /// Logs a turn's messages as they complete and keeps the turn's metrics. If the turn's task
@@ -69,10 +69,18 @@ impl Recorder {
     }
 
     /// What a stateless client heard of the answer, as it will resend it, when it heard
-    /// anything.
-    fn heard(&self) -> Option<NewMessage> {
-        let heard = self.heard.as_deref().filter(|h| !h.is_empty())?;
-        Some(NewMessage::new(MessageKind::Ai, heard))
+    /// anything: the text, and the calls of its own tools it was asked to run (it resends
+    /// them as the assistant message its tool results answer).
+    fn heard(&self, client_calls: &[ToolCall]) -> Option<NewMessage> {
+        let heard = self.heard.as_deref()?;
+        if heard.is_empty() && client_calls.is_empty() {
+            return None;
+        }
+        let mut message = NewMessage::new(MessageKind::Ai, heard);
+        if !client_calls.is_empty() {
+            message.tool_calls = serde_json::to_string(client_calls).ok();
+        }
+        Some(message)
     }
 
     pub(super) async fn record(&mut self, message: ChatMessage) -> Result<(), TurnError> {
@@ -147,6 +155,8 @@ impl Recorder {
     ) -> Result<(), StoreError> {
         self.closed = true;
         let (rows, outcome) = self.closing(result);
+        let client_calls = result.as_ref().map_or(&[][..], |o| &o.client_calls[..]);
+        let heard = self.heard(client_calls);
         self.store
             .close_turn(
                 &self.thread_id,
@@ -154,7 +164,7 @@ impl Recorder {
                 self.turn_id,
                 rows,
                 outcome,
-                self.heard(),
+                heard,
             )
             .await?;
         self.heard = None;
@@ -179,7 +189,7 @@ impl Drop for Recorder {
         let store = self.store.clone();
         let (thread_id, device, turn_id) =
             (self.thread_id.clone(), self.device.clone(), self.turn_id);
-        let heard = self.heard();
+        let heard = self.heard(&[]);
         tracing::error!(thread = %thread_id, "turn task ended abnormally; closing the turn");
         runtime.spawn(async move {
             let closed = store

@@ -210,6 +210,33 @@ impl McpServer {
         Ok(listed.tools)
     }
 
+    /// Connects once, lists the tools and disconnects: `lang-agent doctor`'s check of a
+    /// configured server, without a supervisor or retries.
+    pub async fn probe(
+        config: McpServerConfig,
+        http: &reqwest::Client,
+    ) -> Result<Vec<ToolSpec>, ConnectError> {
+        let server = McpServer {
+            config,
+            live: RwLock::new(None),
+            told_too_many: AtomicBool::new(false),
+        };
+        let (changed, _) = mpsc::unbounded_channel();
+        tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let running = connect(
+                &server.config.transport,
+                http,
+                ListChangeHandler { changed },
+            )
+            .await?;
+            let tools = server.list_tools(running.peer()).await;
+            let _ = running.cancel().await;
+            Ok(tools?)
+        })
+        .await
+        .unwrap_or(Err(ConnectError::Timeout(CONNECT_TIMEOUT)))
+    }
+
     fn set_live(&self, live: Option<Live>) {
         *self.live.write().unwrap_or_else(|e| e.into_inner()) = live;
     }
