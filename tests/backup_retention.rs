@@ -78,24 +78,7 @@ async fn a_backup_under_load_is_whole_and_restore_waits_for_the_server_to_stop()
     assert!(!refused.status.success());
     let why = String::from_utf8_lossy(&refused.stderr);
     assert!(why.contains("stop it first"), "{why}");
-    let second = Command::new(bin())
-        .args([
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--base-url",
-            &mock.base_url,
-        ])
-        .args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--viewer-port",
-            "0",
-        ])
-        .env("FAST_AUTH_KEYS", KEY)
-        .env("ALI_API_KEY", "k")
+    let second = Server::command(&data, Some(&mock.base_url), &[], &[("FAST_AUTH_KEYS", KEY)])
         .output()
         .unwrap();
     assert!(!second.status.success());
