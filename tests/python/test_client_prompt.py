@@ -111,3 +111,15 @@ def test_openai_thread_calls_follow_the_same_rule_and_stateless_calls_keep_their
                              {"role": "user", "content": f"hi {stateless}"}])
     _, answers = calls_for(mock_llm, stateless)
     assert system_of(answers[-1]) == "Classify the intent."
+
+
+def test_a_local_upstream_gets_every_call_under_the_llm_name(make_server, mock_llm, sid):
+    """Ollama-style: the upstream (127.0.0.1) is not DashScope, so the router and the tool
+    model default to --llm-name instead of qwen-flash, which such a server answers with 404."""
+    server = make_server(mock_llm.base_url, ["--llm-name", "qwen2.5:7b"])
+    marker = uniq("local")
+    speak(server, sid, marker)
+    routers, answers = calls_for(mock_llm, marker)
+    assert routers and answers
+    assert {call["model"] for call in routers + answers} == {"qwen2.5:7b"}
+    assert "router=qwen2.5:7b" in server.proc.log_tail()
