@@ -30,6 +30,7 @@ use crate::llm::{
     DEFAULT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT_SECS, DEFAULT_MAX_ANSWER_BYTES,
     DEFAULT_READ_TIMEOUT_SECS,
 };
+use crate::logging::LogFormat;
 use crate::tools::DEFAULT_TOOL_TIMEOUT_SECS;
 use crate::tools::mcp::MCP_CONFIG_FILE;
 use crate::viewer::DEFAULT_PORT as DEFAULT_VIEWER_PORT;
@@ -62,6 +63,9 @@ pub struct GlobalArgs {
     /// Upstream chat model name.
     #[arg(long, global = true, default_value = "qwen-plus")]
     pub llm_name: String,
+    /// How log lines are written to stderr: readable text, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::default())]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]

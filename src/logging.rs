@@ -21,10 +21,24 @@ const BUFFERED_LINES: usize = 4096;
 #[must_use = "logs are lost when the guard is dropped"]
 pub struct LogGuard(#[allow(dead_code)] WorkerGuard);
 
-/// Sets up logging to stderr, filtered by `LANG_AGENT_LOG` (default `info`).
-pub fn init() -> LogGuard {
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, for a log collector.
+    Json,
+}
+
+/// What is logged when `LANG_AGENT_LOG` says nothing: our info lines; the libraries' warnings
+/// only (the MCP library logs whole protocol structs at info).
+const DEFAULT_FILTER: &str = "info,hyper=warn,reqwest=warn,rmcp=warn";
+
+/// Sets up logging to stderr in `format`, filtered by `LANG_AGENT_LOG` (default: info).
+pub fn init(format: LogFormat) -> LogGuard {
     let filter = EnvFilter::try_from_env("LANG_AGENT_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,hyper=warn,reqwest=warn"));
+        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(BUFFERED_LINES)
@@ -32,13 +46,17 @@ pub fn init() -> LogGuard {
         .finish(IgnoreErrors(std::io::stderr()));
     // Logs go to stderr (stdout carries command output such as the one-time key banner), and
     // colours only to a terminal, so journald and log files get plain lines.
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
         .with_writer(writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .log_internal_errors(false)
-        .init();
+        .log_internal_errors(false);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).init(),
+    }
     LogGuard(guard)
 }
 

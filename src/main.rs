@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     // A missing .env is normal; a broken one is reported by the settings it fails to give.
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
-    let log = logging::init();
+    let log = logging::init(cli.global.log_format);
     let result = commands::run(cli);
     // Write out the buffered log lines first, so that the reason comes last.
     drop(log);

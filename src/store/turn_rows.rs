@@ -20,7 +20,8 @@ pub enum TurnStatus {
 }
 
 impl TurnStatus {
-    fn as_str(self) -> &'static str {
+    /// As stored in `turns.status` (and logged).
+    pub fn as_str(self) -> &'static str {
         match self {
             TurnStatus::Done => "done",
             TurnStatus::Interrupted => "interrupted",

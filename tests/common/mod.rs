@@ -170,9 +170,15 @@ impl Server {
     ) -> Server {
         let proc = Proc::spawn(Self::command(data_dir, Some(upstream), extra, env));
         let line = proc.wait_for_line("lang-agent ready");
+        // A text line (`api=…`), or a JSON one (`--log-format json`).
         let addr = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("api="))
+            .map(str::to_string)
+            .or_else(|| {
+                let json: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+                json["api"].as_str().map(str::to_string)
+            })
             .expect("ready line names the API address");
         Server {
             proc,

@@ -35,6 +35,8 @@ pub(super) struct Recorder {
     started: Instant,
     /// The runner closed the turn (or gave up trying), so dropping has nothing to do.
     closed: bool,
+    /// The tools the model called, in order, for the turn's log line.
+    tools_called: Vec<String>,
 }
 
 impl Recorder {
@@ -57,6 +59,7 @@ impl Recorder {
             first_text: None,
             started,
             closed: false,
+            tools_called: Vec::new(),
         }
     }
 
@@ -86,6 +89,8 @@ impl Recorder {
     pub(super) async fn record(&mut self, message: ChatMessage) -> Result<(), TurnError> {
         if message.role == Role::Assistant {
             self.spoken.clear();
+            let names = message.tool_calls.iter().map(|c| c.function.name.clone());
+            self.tools_called.extend(names);
         }
         let Some(row) = to_log(&message) else {
             return Ok(());
@@ -155,6 +160,7 @@ impl Recorder {
     ) -> Result<(), StoreError> {
         self.closed = true;
         let (rows, outcome) = self.closing(result);
+        let logged = outcome.clone();
         let client_calls = result.as_ref().map_or(&[][..], |o| &o.client_calls[..]);
         let heard = self.heard(client_calls);
         self.store
@@ -170,7 +176,26 @@ impl Recorder {
         self.heard = None;
         self.unsaved.clear();
         self.spoken.clear();
+        self.log_line(&logged, result);
         Ok(())
+    }
+
+    /// One line per finished turn, at info: what an operator reads in the journal.
+    fn log_line(&self, outcome: &TurnOutcome, result: &Result<AgentOutcome, TurnError>) {
+        let finish = result.as_ref().map_or("", |o| o.finish.as_str());
+        tracing::info!(
+            thread = %self.thread_id,
+            device = self.device.as_deref().unwrap_or("-"),
+            status = outcome.status.as_str(),
+            finish,
+            route = if self.tools_called.is_empty() { "chat" } else { "tool" },
+            tools = %self.tools_called.join(","),
+            ttft_ms = outcome.ttft_ms.unwrap_or(0),
+            total_ms = outcome.total_ms,
+            tokens_in = outcome.input_tokens,
+            tokens_out = outcome.output_tokens,
+            "turn"
+        );
     }
 }
 
