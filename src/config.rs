@@ -434,6 +434,7 @@ mod tests {
             config_dir: "c".into(),
             base_url: Some("ftp://h/v1?key=hunter2".into()),
             llm_name: "m".into(),
+            log_format: Default::default(),
         })
         .unwrap_err()
         .to_string();
