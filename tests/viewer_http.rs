@@ -301,15 +301,7 @@ async fn json_api_keeps_the_original_shapes() {
     let base = serve_router(&store, false).await;
     let client = http();
     let bearer = format!("Bearer {KEY}");
-    let list: serde_json::Value = client
-        .get(format!("{base}/api/conversations"))
-        .header("authorization", &bearer)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = get_json(&client, &format!("{base}/api/conversations")).await;
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 3);
     let first = list[0].as_object().unwrap();
@@ -576,14 +568,7 @@ async fn one_shot_stateless_conversations_are_hidden_until_asked_for_and_every_e
     assert!(!html.contains("<script>document"));
 
     // The JSON API lists everything, as the original did, and says which is which.
-    let list: serde_json::Value = client
-        .get(format!("{base}/api/conversations"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = get_json(&client, &format!("{base}/api/conversations")).await;
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 59);
     let entry = |id: &str| list.iter().find(|c| c["conversation_id"] == id).unwrap();

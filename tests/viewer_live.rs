@@ -128,15 +128,7 @@ async fn standalone_viewer_sees_another_processs_writes_to_the_sqlite_file() {
     let data = next_event(&mut stream, &mut buffer, "conversation_deleted").await;
     assert_eq!(data, r#"{"conversation_id":"garage_dev7"}"#);
     // And the pages read the other process's rows.
-    let list: serde_json::Value = client
-        .get(format!("{}/api/conversations", viewer.base))
-        .header("authorization", format!("Bearer {KEY}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = get_json(&client, &format!("{}/api/conversations", viewer.base)).await;
     assert_eq!(list[0]["conversation_id"], "kitchen-morning_dev1");
     assert_eq!(list[0]["message_count"], 8);
 }

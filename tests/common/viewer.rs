@@ -135,6 +135,19 @@ pub fn start_viewer_binary(db: &Path, data_dir: &Path) -> ViewerProcess {
     ViewerProcess { proc, base }
 }
 
+/// GET `url` of the JSON API with the API key, and read its answer.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    client
+        .get(url)
+        .header("authorization", format!("Bearer {KEY}"))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("a JSON answer")
+}
+
 /// GET `url` as the session holding `cookie`.
 pub async fn get_as(client: &reqwest::Client, url: &str, cookie: &str) -> reqwest::Response {
     client
