@@ -3,6 +3,7 @@
 
 use crate::cli::{BackupArgs, RestoreArgs};
 use crate::config::Config;
+use crate::store::StoreError;
 use crate::store::backup::{self, BackupError, CopyReport};
 
 fn summary(report: &CopyReport) -> String {
@@ -14,13 +15,20 @@ fn summary(report: &CopyReport) -> String {
     )
 }
 
+/// Runs a blocking store copy off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, BackupError> + Send + 'static,
+) -> Result<T, BackupError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| BackupError::Store(StoreError::Task(e.to_string())))?
+}
+
 /// Copies the data directory's store to the file given, while it may be serving.
 pub async fn run_backup(config: &Config, args: &BackupArgs) -> Result<(), BackupError> {
     let db = config.sqlite_path();
     let target = args.file.clone();
-    let report = tokio::task::spawn_blocking(move || backup::backup(&db, &target))
-        .await
-        .map_err(|e| BackupError::Store(crate::store::StoreError::Task(e.to_string())))??;
+    let report = blocking(move || backup::backup(&db, &target)).await?;
     println!("backup: {} ({})", args.file.display(), summary(&report));
     Ok(())
 }
@@ -30,9 +38,7 @@ pub async fn run_restore(config: &Config, args: &RestoreArgs) -> Result<(), Back
     let db = config.sqlite_path();
     let from = args.file.clone();
     let into = db.clone();
-    let report = tokio::task::spawn_blocking(move || backup::restore(&from, &into))
-        .await
-        .map_err(|e| BackupError::Store(crate::store::StoreError::Task(e.to_string())))??;
+    let report = blocking(move || backup::restore(&from, &into)).await?;
     println!(
         "restore: {} is now {} ({})",
         db.display(),

@@ -13,25 +13,32 @@ impl Store {
     pub async fn delete_conversation(&self, conversation_id: &str) -> Result<bool, StoreError> {
         let conversation = conversation_id.to_string();
         let deleted = self
-            .write(move |tx| {
-                // The devices table points at a device's current conversation; a deleted one
-                // must not be revived as "current" (and dropped from memory) later.
-                tx.execute(
-                    "DELETE FROM devices WHERE conversation_id = ?1",
-                    [&conversation],
-                )?;
-                let n = tx.execute(
-                    "DELETE FROM conversations WHERE conversation_id = ?1",
-                    [&conversation],
-                )?;
-                Ok(n == 1)
-            })
+            .write(move |tx| Ok(delete_rows(tx, &conversation)?))
             .await?;
         if deleted {
             self.announce(StoreEvent::ConversationDeleted(conversation_id.to_string()));
         }
         Ok(deleted)
     }
+}
+
+/// Deletes one conversation's rows inside the caller's write (the viewer's delete, retention);
+/// returns whether it existed.
+pub(super) fn delete_rows(
+    tx: &rusqlite::Connection,
+    conversation: &str,
+) -> Result<bool, rusqlite::Error> {
+    // The devices table points at a device's current conversation; a deleted one must not be
+    // revived as "current" (and dropped from memory) later.
+    tx.execute(
+        "DELETE FROM devices WHERE conversation_id = ?1",
+        [conversation],
+    )?;
+    let n = tx.execute(
+        "DELETE FROM conversations WHERE conversation_id = ?1",
+        [conversation],
+    )?;
+    Ok(n == 1)
 }
 
 #[cfg(test)]

@@ -40,8 +40,7 @@ impl Store {
                     .query_map(rusqlite::params![cutoff, batch as i64], |r| r.get(0))?
                     .collect::<Result<_, _>>()?;
                 for id in &ids {
-                    tx.execute("DELETE FROM devices WHERE conversation_id = ?1", [id])?;
-                    tx.execute("DELETE FROM conversations WHERE conversation_id = ?1", [id])?;
+                    super::delete::delete_rows(tx, id)?;
                 }
                 Ok(ids)
             })
