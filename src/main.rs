@@ -3,7 +3,7 @@
 //! The entry point makes every file it creates private (umask 077: the data directory holds
 //! every conversation), loads `.env`, parses the command line, sets up logging (`logging.rs`)
 //! and hands over to the subcommand. A subcommand error is printed as one line and exits
-//! non-zero.
+//! non-zero (78, `EX_CONFIG`, when the configuration is wrong).
 
 use std::process::ExitCode;
 
@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             logging::error_line(format_args!("lang-agent: {e}"));
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }

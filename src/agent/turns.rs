@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::Instrument;
 
 use self::client::ClientLink;
 use self::recorder::Recorder;
@@ -223,7 +224,8 @@ impl TurnRunner {
         let runner = Arc::clone(self);
         let id = thread_id.clone();
         let token = cancel.clone();
-        tokio::spawn(async move {
+        // In the caller's span: the request's id is on every line the turn logs.
+        let turn = async move {
             // Frees the thread's slot even if the turn's task dies.
             let slot = SlotGuard {
                 runner: &runner,
@@ -236,7 +238,8 @@ impl TurnRunner {
             // that every user turn is stored in the order it was said.
             let _turn = slot.slot.turn_lock.lock().await;
             runner.run(&id, request, &token, client).await;
-        });
+        };
+        tokio::spawn(turn.in_current_span());
         TurnHandle {
             thread_id,
             events: rx,
@@ -307,7 +310,15 @@ impl TurnRunner {
                 (turn_id, history)
             });
         let (turn_id, history) = match opened {
-            Ok(opened) => opened,
+            Ok(opened) => {
+                tracing::debug!(
+                    thread = thread_id,
+                    turn_id = opened.0,
+                    remembered = opened.1.len(),
+                    "turn opened: the user's turn is stored"
+                );
+                opened
+            }
             Err(e) => {
                 tracing::error!(thread = thread_id, "turn not stored: {e}");
                 client.finish(TurnEvent::Failed(TurnError::Store(e.to_string())));

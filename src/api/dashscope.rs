@@ -22,6 +22,7 @@ use super::call::{self, AnswerShape, Call, ClientId};
 use super::dashscope_sse::{DashScopeFrames, response_body};
 use super::dialogue::WireDialogue;
 use super::error::ApiError;
+use super::request_id::RequestId;
 use super::stream::sse_response;
 use super::{ApiSettings, AppState};
 use crate::agent::turns::{TurnRequest, TurnSummary};
@@ -76,32 +77,35 @@ struct AppParameters {
 async fn completion(
     State(app): State<AppState>,
     Path(app_id): Path<String>,
+    request_id: RequestId,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    answer(app, app_id, None, headers, body).await
+    answer(app, app_id, None, request_id, headers, body).await
 }
 
 async fn session_responses(
     State(app): State<AppState>,
     Path((app_id, session_id)): Path<(String, String)>,
+    request_id: RequestId,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    answer(app, app_id, Some(session_id), headers, body).await
+    answer(app, app_id, Some(session_id), request_id, headers, body).await
 }
 
 async fn answer(
     app: AppState,
     app_id: String,
     path_session: Option<String>,
+    request_id: RequestId,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let request_id = uuid::Uuid::new_v4().to_string();
-    match run(app, app_id, path_session, &headers, body, &request_id).await {
+    let request_id = request_id.as_str();
+    match run(app, app_id, path_session, &headers, body, request_id).await {
         Ok(response) => response,
-        Err(error) => error.into_dashscope(&request_id),
+        Err(error) => error.into_dashscope(request_id),
     }
 }
 

@@ -14,6 +14,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::error::{ApiError, ErrorKind};
+use super::request_id::RequestId;
 
 /// Plain-text rejection messages are short; a longer body is not one.
 const MAX_MESSAGE_BYTES: usize = 4096;
@@ -37,26 +38,39 @@ impl Protocol {
         }
     }
 
-    pub fn render(self, error: ApiError) -> Response {
+    /// Its name in log lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::OpenAi => "openai",
+            Protocol::DashScope => "dashscope",
+        }
+    }
+
+    /// `error` in this protocol's shape (DashScope's body carries the request id).
+    pub fn render(self, error: ApiError, request_id: &RequestId) -> Response {
         match self {
             Protocol::OpenAi => error.into_openai(),
-            Protocol::DashScope => error.into_dashscope(&uuid::Uuid::new_v4().to_string()),
+            Protocol::DashScope => error.into_dashscope(request_id.as_str()),
         }
     }
 }
 
 /// The API's fallback: no such endpoint, in the shape of the API the path belongs to.
-pub async fn not_found(uri: Uri) -> Response {
-    Protocol::of_path(uri.path()).render(ApiError::new(
-        ErrorKind::NotFound,
-        format!("no such endpoint: {}", uri.path()),
-    ))
+pub async fn not_found(uri: Uri, request_id: RequestId) -> Response {
+    Protocol::of_path(uri.path()).render(
+        ApiError::new(
+            ErrorKind::NotFound,
+            format!("no such endpoint: {}", uri.path()),
+        ),
+        &request_id,
+    )
 }
 
 /// Middleware: an error answer that is not JSON (axum's own) is rendered again in the
 /// protocol's shape, keeping its status and its `Allow` header.
 pub async fn in_protocol_shape(request: Request, next: Next) -> Response {
     let protocol = Protocol::of_path(request.uri().path());
+    let request_id = request.extensions().get::<RequestId>().cloned();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let response = next.run(request).await;
@@ -82,7 +96,8 @@ pub async fn in_protocol_shape(request: Request, next: Next) -> Response {
             .unwrap_or("request failed")
             .to_string(),
     };
-    let mut shaped = protocol.render(ApiError::new(kind_of(status), message));
+    let request_id = request_id.unwrap_or_default();
+    let mut shaped = protocol.render(ApiError::new(kind_of(status), message), &request_id);
     *shaped.status_mut() = status;
     for name in [header::ALLOW, header::CONNECTION, header::RETRY_AFTER] {
         if let Some(value) = parts.headers.get(&name) {

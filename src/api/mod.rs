@@ -15,6 +15,7 @@ mod framework_errors;
 pub(crate) mod openai;
 mod openai_params;
 mod openai_sse;
+mod request_id;
 mod stream;
 
 use std::sync::Arc;
@@ -29,6 +30,8 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use self::error::{ApiError, ErrorKind};
+use self::framework_errors::Protocol;
+use self::request_id::RequestId;
 use crate::agent::ClientPromptMode;
 use crate::agent::turns::{MemoryScope, TurnRunner};
 use crate::auth::{ApiKeys, throttle};
@@ -58,15 +61,13 @@ pub fn router(state: AppState) -> Router {
     let dashscope = dashscope::routes().route_layer(middleware::from_fn_with_state(
         state.clone(),
         |State(state): State<AppState>, request: Request, next: Next| {
-            require_key(state, request, next, |e| {
-                e.into_dashscope(&uuid::Uuid::new_v4().to_string())
-            })
+            require_key(state, request, next, Protocol::DashScope)
         },
     ));
     let openai = openai::routes().route_layer(middleware::from_fn_with_state(
         state.clone(),
         |State(state): State<AppState>, request: Request, next: Next| {
-            require_key(state, request, next, ApiError::into_openai)
+            require_key(state, request, next, Protocol::OpenAi)
         },
     ));
     Router::new()
@@ -85,6 +86,8 @@ pub fn router(state: AppState) -> Router {
             }
         }))
         .layer(middleware::from_fn(framework_errors::in_protocol_shape))
+        // Outermost: every answer, refusals included, carries the request's id.
+        .layer(middleware::from_fn(request_id::assign))
         .with_state(state)
 }
 
@@ -94,8 +97,14 @@ async fn require_key(
     state: AppState,
     request: Request,
     next: Next,
-    refuse: fn(ApiError) -> Response,
+    protocol: Protocol,
 ) -> Response {
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .cloned()
+        .unwrap_or_default();
+    let refuse = |error| protocol.render(error, &request_id);
     let header = request
         .headers()
         .get(header::AUTHORIZATION)

@@ -36,6 +36,22 @@ pub enum CommandError {
     Doctor(#[from] doctor::DoctorFailed),
 }
 
+/// The exit status of a configuration error: `EX_CONFIG` from sysexits.h. The shipped unit
+/// does not restart on it (`RestartPreventExitStatus=78`): a missing key or a bad flag stays a
+/// failed unit whose log says why, instead of a restart loop.
+pub const EXIT_CONFIG: u8 = 78;
+
+impl CommandError {
+    /// The process's exit status for this error: [`EXIT_CONFIG`] when the configuration is
+    /// wrong, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CommandError::Config(_) => EXIT_CONFIG,
+            _ => 1,
+        }
+    }
+}
+
 /// Runs the parsed command line's subcommand to its end.
 pub fn run(cli: Cli) -> Result<(), CommandError> {
     let runtime = tokio::runtime::Runtime::new().map_err(CommandError::Runtime)?;

@@ -168,7 +168,14 @@ impl Server {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
-        let proc = Proc::spawn(Self::command(data_dir, Some(upstream), extra, env));
+        Self::ready(
+            Proc::spawn(Self::command(data_dir, Some(upstream), extra, env)),
+            data_dir,
+        )
+    }
+
+    /// A started `serve` process, once it says it is ready, serving `data_dir`.
+    pub fn ready(proc: Proc, data_dir: &Path) -> Server {
         let line = proc.wait_for_line("lang-agent ready");
         // A text line (`api=…`), or a JSON one (`--log-format json`).
         let addr = line

@@ -109,6 +109,11 @@ impl Recorder {
             )
             .await
             .map_err(|e| TurnError::Store(e.to_string()))?;
+        tracing::debug!(
+            thread = %self.thread_id,
+            rows = self.unsaved.len(),
+            "tool step stored"
+        );
         self.unsaved.clear();
         Ok(())
     }
