@@ -3,7 +3,8 @@
 //!
 //! Each surface checks the API key in its own middleware so that a refusal comes back in that
 //! protocol's error shape; `/health` is open so a supervisor can probe the box, and tells the
-//! truth about the store: a write that failed or a data disk nearly full is a 503.
+//! truth about the store: a write that failed or a data disk nearly full is a 503. `/metrics`
+//! ([`scrape`]) needs the key unless `--metrics-open`.
 
 mod body;
 pub(crate) mod call;
@@ -15,6 +16,7 @@ mod framework_errors;
 pub(crate) mod openai;
 mod openai_params;
 mod openai_sse;
+mod scrape;
 mod stream;
 
 use std::sync::Arc;
@@ -43,6 +45,8 @@ pub struct ApiSettings {
     pub fake_stream: bool,
     pub keepalive: Duration,
     pub max_body_bytes: usize,
+    /// `--metrics-open`: `GET /metrics` without a key.
+    pub metrics_open: bool,
 }
 
 /// What every handler can reach.
@@ -69,9 +73,11 @@ pub fn router(state: AppState) -> Router {
             require_key(state, request, next, ApiError::into_openai)
         },
     ));
+    let metrics = scrape::routes(&state, state.settings.metrics_open);
     Router::new()
         .merge(dashscope)
         .merge(openai)
+        .merge(metrics)
         .route("/health", get(health))
         .fallback(framework_errors::not_found)
         // `limit_body` enforces --max-body-bytes and the port's body budget (reading the rest
@@ -85,6 +91,11 @@ pub fn router(state: AppState) -> Router {
             }
         }))
         .layer(middleware::from_fn(framework_errors::in_protocol_shape))
+        // Outermost, so the status counted is the one the client gets.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            scrape::count_request,
+        ))
         .with_state(state)
 }
 
