@@ -5,7 +5,9 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use common::export::{TestDb, eventually, pg_rows};
 use common::*;
 use serde_json::json;
 
@@ -376,4 +378,49 @@ async fn counters_move_with_turns_through_both_apis_and_a_tool() {
     assert_eq!(upstream(&after_tool, "tools"), 2.0);
     assert_eq!(requests(&after_tool, "/api/apps/{app_id}/completion"), 2.0);
     assert_eq!(after_tool.value("lang_agent_active_turns", &[]), 0.0);
+}
+
+#[tokio::test]
+async fn the_export_lag_counts_the_messages_the_follower_has_yet_to_copy() {
+    let db = TestDb::create().await;
+    let mock = Mock::start(0, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // A conversation stored before the follower runs...
+    let mut first = Server::start(&data, &mock.base_url, &[]);
+    assert!(!scrape(&first).await.has("lang_agent_export_lag_rows"));
+    dashscope_stream(&first, Some("lag-1"), "before").await;
+    first.proc.kill();
+    // ...is copied on its first look; the next look is an hour away.
+    let server = Server::start(
+        &data,
+        &mock.base_url,
+        &["--export-to", &db.url, "--export-interval-secs", "3600"],
+    );
+    let client = db.client().await;
+    eventually(
+        Duration::from_secs(15),
+        "the first turn in PostgreSQL",
+        || {
+            let client = &client;
+            async move {
+                let table: Option<String> = client
+                    .query_one("SELECT to_regclass('messages')::text", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                table.is_some() && pg_rows(client, "").await.len() == 2
+            }
+        },
+    )
+    .await;
+    // Counted from the follower's position, which it reports once the batch has committed.
+    let lag = |s: &Scrape| s.value("lang_agent_export_lag_rows", &[]);
+    eventually(Duration::from_secs(15), "no export lag", || async {
+        lag(&scrape(&server).await) == 0.0
+    })
+    .await;
+
+    dashscope_stream(&server, Some("lag-1"), "after").await;
+    assert_eq!(lag(&scrape(&server).await), 2.0);
 }
