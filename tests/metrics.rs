@@ -259,8 +259,28 @@ async fn metrics_need_the_api_key_unless_open() {
         assert!(body["error"]["message"].is_string(), "{body}");
         assert!(body["error"]["type"].is_string(), "{body}");
     }
+    // A path no route matches counts as `unmatched`, never as itself.
+    let response = http()
+        .get(format!("{}/no/such/path-7f3a", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
     let with_key = scrape(&server).await;
     assert!(with_key.has("lang_agent_active_turns"));
+    assert_eq!(
+        with_key.value(
+            "lang_agent_http_requests_total",
+            &[("route", "unmatched"), ("status", "404")]
+        ),
+        1.0
+    );
+    assert!(
+        !with_key
+            .0
+            .keys()
+            .any(|(_, labels)| labels.values().any(|v| v.contains("path-7f3a")))
+    );
     // The two refusals were counted under the route's template.
     assert_eq!(
         with_key.value(
