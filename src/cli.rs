@@ -211,6 +211,10 @@ pub struct ServeArgs {
     /// reach the viewer port reads (and can delete) every conversation.
     #[arg(long)]
     pub viewer_open: bool,
+    /// Serve `GET /metrics` (Prometheus) on the API port without a key. Only for a trusted
+    /// LAN: it tells anyone who can reach the port how busy the box is and which tools it has.
+    #[arg(long)]
+    pub metrics_open: bool,
     /// Upstream connect timeout, seconds.
     #[arg(long, default_value_t = DEFAULT_CONNECT_TIMEOUT_SECS)]
     pub llm_connect_timeout_secs: u64,

@@ -60,6 +60,8 @@ pub struct ServeConfig {
     pub export: Option<ExportSettings>,
     /// `--viewer-open`: the viewer without login (trusted LAN only).
     pub viewer_open: bool,
+    /// `--metrics-open`: `GET /metrics` without a key (trusted LAN only).
+    pub metrics_open: bool,
     pub agent: AgentConfig,
     /// `--turn-timeout-secs` and `--client-stall-secs`.
     pub turn_limits: TurnLimits,
@@ -298,6 +300,7 @@ impl Config {
             no_auth: args.no_auth,
             export,
             viewer_open: args.viewer_open,
+            metrics_open: args.metrics_open,
             turn_limits: TurnLimits {
                 turn_timeout: Duration::from_secs(args.turn_timeout_secs),
                 client_stall: Duration::from_secs(args.client_stall_secs),

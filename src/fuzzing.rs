@@ -182,6 +182,7 @@ fn settings(memory_scope: MemoryScope, fake_stream: bool) -> ApiSettings {
         fake_stream,
         keepalive: std::time::Duration::from_secs(15),
         max_body_bytes: 1 << 20,
+        metrics_open: false,
     }
 }
 

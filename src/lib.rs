@@ -13,6 +13,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod llm;
 pub mod logging;
+pub mod metrics;
 pub mod mock_llm;
 pub mod pg;
 pub mod redact;

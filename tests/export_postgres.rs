@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use common::export::*;
 use lang_agent::export::{
-    ExportOptions, FollowOptions, MESSAGES_DDL, export_once, spawn_follower, write_sql_file,
+    ExportOptions, FollowOptions, MESSAGES_DDL, export_once, rows_after, spawn_follower,
+    write_sql_file,
 };
+use lang_agent::metrics::ExportPosition;
 use lang_agent::pg::PgTarget;
 use tokio_util::sync::CancellationToken;
 
@@ -473,10 +475,12 @@ async fn the_follower_picks_up_new_messages_and_survives_a_killed_connection() {
     let src = TestStore::new();
     src.talk("live", 2).await;
     let shutdown = CancellationToken::new();
+    let position = ExportPosition::default();
     let follower = spawn_follower(
         src.store.clone(),
         FollowOptions::new(&db.url, Some("box"), 1, 100).unwrap(),
         shutdown.clone(),
+        position.clone(),
     );
     let client = db.client().await;
     let rows_in_pg = |n: usize| {
@@ -520,6 +524,14 @@ async fn the_follower_picks_up_new_messages_and_survives_a_killed_connection() {
         pg_rows(&client, "box/").await,
         sqlite_rows(&src.sqlite_path(), "box/")
     );
+    // The position the metrics count the export lag from has caught up too.
+    eventually(Duration::from_secs(10), "no export lag", || async {
+        match position.get() {
+            Some(id) => rows_after(&src.store, id).await.unwrap() == 0,
+            None => false,
+        }
+    })
+    .await;
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(5), follower)

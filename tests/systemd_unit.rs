@@ -142,3 +142,99 @@ fn serve_tells_systemd_it_is_ready_then_pings_the_watchdog() {
     assert!(messages[0].contains("READY=1"), "{messages:?}");
     drop(server);
 }
+
+/// `[Service]` settings that say how the service runs rather than how it is sandboxed, or
+/// that name the installed box's own user and directories: the transient unit below sets its
+/// own.
+const NOT_SANDBOX: &[&str] = &[
+    "Type",
+    "NotifyAccess",
+    "WatchdogSec",
+    "ExecStart",
+    "ExecReload",
+    "EnvironmentFile",
+    "Environment",
+    "Restart",
+    "RestartSec",
+    "RestartPreventExitStatus",
+    "TimeoutStopSec",
+    "User",
+    "Group",
+    "StateDirectory",
+    "StateDirectoryMode",
+    "CacheDirectory",
+    "CacheDirectoryMode",
+    "ConfigurationDirectory",
+    "ConfigurationDirectoryMode",
+];
+
+#[test]
+fn a_stdio_mcp_server_answers_under_the_units_sandbox() {
+    if !Path::new("/run/systemd/system").exists() {
+        eprintln!(
+            "SKIPPED systemd-run: systemd is not this machine's init (no /run/systemd/system), \
+             so no transient unit can run here; tests/deb_package.rs runs the same npx MCP \
+             server as the packaged unit's user with its environment instead"
+        );
+        return;
+    }
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/lang-agent.service"),
+    )
+    .unwrap();
+    let sandbox: Vec<String> = shipped
+        .lines()
+        .skip_while(|l| l.trim() != "[Service]")
+        .take_while(|l| l.trim() != "[Install]")
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .filter(|l| !NOT_SANDBOX.contains(&l.split('=').next().unwrap()))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        sandbox.iter().any(|l| l == "ProtectSystem=strict"),
+        "{sandbox:?}"
+    );
+
+    // Outside /tmp (PrivateTmp) and /home (ProtectHome): under target/.
+    let everything = everything_stdio_entry();
+    let node_dir = Path::new(everything["args"][0].as_str().unwrap())
+        .ancestors()
+        .find(|p| p.ends_with("mcp-node"))
+        .unwrap()
+        .to_path_buf();
+    let config = node_dir.join("systemd-run-mcp.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({"mcpServers": {"everything": {"command": "npx",
+            "args": ["--offline", "--yes", "@modelcontextprotocol/server-everything", "stdio"]}}})
+        .to_string(),
+    )
+    .unwrap();
+    let mock = Mock::start(0, 0);
+    let name = "lang-agent-sandbox-test";
+    let mut run = Command::new("systemd-run");
+    run.args(["--wait", "--pipe", "--collect", "--quiet"])
+        .arg(format!("--working-directory={}", node_dir.display()))
+        .args(["-p", "DynamicUser=yes"])
+        .args(["-p", &format!("StateDirectory={name} {name}/home")])
+        .args(["-p", &format!("CacheDirectory={name}")])
+        .args(["-E", &format!("HOME=/var/lib/{name}/home")])
+        .args(["-E", &format!("NPM_CONFIG_CACHE=/var/cache/{name}/npm")])
+        .args(["-E", &format!("ALI_API_KEY={UPSTREAM_KEY}")]);
+    for setting in &sandbox {
+        run.args(["-p", setting]);
+    }
+    let out = run
+        .arg(bin())
+        .args(["--data-dir", &format!("/var/lib/{name}")])
+        .args(["--base-url", &mock.base_url, "doctor", "--mcp-config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let mcp = report
+        .lines()
+        .find(|l| l.contains("MCP server everything"))
+        .unwrap_or_else(|| panic!("{report}{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(mcp.starts_with("ok ") && mcp.contains("tools"), "{report}");
+}

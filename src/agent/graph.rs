@@ -17,9 +17,10 @@ use super::Agent;
 use super::chat::ChatAgent;
 use super::chatty::ChattyToolAgent;
 use super::prompts::{PromptName, Prompts};
-use super::router::RouteGraph;
+use super::router::{RouteGraph, RouterModel};
 use super::tool_loop::ToolAgent;
 use crate::llm::LlmClient;
+use crate::metrics::{Metrics, UpstreamRole};
 use crate::tools::Toolbox;
 
 /// The agent graph (`--graph`, or `graph` in `agent.json`).
@@ -56,17 +57,19 @@ pub struct AgentConfig {
     pub mcp_config: PathBuf,
 }
 
-/// Builds the configured graph. `chat_model` is `--llm-name`.
+/// Builds the configured graph. `chat_model` is `--llm-name`. Each model call is counted in
+/// `metrics` under the job it does, and the router's decisions too.
 pub fn build(
     config: &AgentConfig,
     llm: LlmClient,
     chat_model: &str,
     prompts: Prompts,
     toolbox: Arc<Toolbox>,
+    metrics: &Arc<Metrics>,
 ) -> Arc<dyn Agent> {
     match config.graph {
         GraphKind::React => Arc::new(ToolAgent::new(
-            llm,
+            llm.observed(metrics, UpstreamRole::Chat),
             chat_model,
             prompts,
             PromptName::Chat,
@@ -75,7 +78,7 @@ pub fn build(
         )),
         GraphKind::Route => {
             let tools: Arc<dyn Agent> = Arc::new(ToolAgent::new(
-                llm.clone(),
+                llm.observed(metrics, UpstreamRole::Tools),
                 config.tool_model.clone(),
                 prompts.clone(),
                 PromptName::Tool,
@@ -86,20 +89,28 @@ pub fn build(
                 ToolNode::Tool => tools,
                 ToolNode::Chatty => Arc::new(ChattyToolAgent::new(
                     tools,
-                    llm.clone(),
+                    llm.observed(metrics, UpstreamRole::Filler),
                     config.router_model.clone(),
                     prompts.clone(),
                 )),
             };
-            let chat = ChatAgent::new(llm.clone(), chat_model, prompts.clone());
+            let chat = ChatAgent::new(
+                llm.observed(metrics, UpstreamRole::Chat),
+                chat_model,
+                prompts.clone(),
+            );
+            let router = RouterModel {
+                llm: llm.observed(metrics, UpstreamRole::Router),
+                model: config.router_model.clone(),
+                timeout: config.router_timeout,
+            };
             Arc::new(RouteGraph::new(
-                llm,
-                config.router_model.clone(),
+                router,
                 prompts,
                 chat,
                 chat_model,
                 tool_branch,
-                config.router_timeout,
+                Arc::clone(metrics),
             ))
         }
     }

@@ -35,6 +35,7 @@ use super::chat::{ChatAgent, ChatAnswer};
 use super::prompts::{PromptName, Prompts};
 use super::{Agent, AgentEvent, AgentOutcome, AgentSink, TurnInput};
 use crate::llm::{ChatRequest, LlmClient, LlmError, Sampling, Usage};
+use crate::metrics::{Metrics, RouteReason};
 
 /// `--router-llm-name`'s default: the fast model that routes turns (and speaks chatty filler).
 pub const DEFAULT_ROUTER_MODEL: &str = "qwen-flash";
@@ -50,44 +51,48 @@ pub enum Route {
     Tool,
 }
 
+/// The model that routes turns: its client, its name, and how long it may take to decide.
+pub struct RouterModel {
+    pub llm: LlmClient,
+    pub model: String,
+    pub timeout: Duration,
+}
+
 pub struct RouteGraph {
-    llm: LlmClient,
-    router_model: String,
+    router: RouterModel,
     prompts: Prompts,
     chat: ChatAgent,
     tool_branch: Arc<dyn Agent>,
     /// The chat model's name, reported as the turn's model.
     model: String,
-    /// How long the router may take to decide.
-    router_timeout: Duration,
+    /// Where each decision is counted.
+    metrics: Arc<Metrics>,
 }
 
 impl RouteGraph {
     pub fn new(
-        llm: LlmClient,
-        router_model: impl Into<String>,
+        router: RouterModel,
         prompts: Prompts,
         chat: ChatAgent,
         chat_model: impl Into<String>,
         tool_branch: Arc<dyn Agent>,
-        router_timeout: Duration,
+        metrics: Arc<Metrics>,
     ) -> RouteGraph {
         RouteGraph {
-            llm,
-            router_model: router_model.into(),
+            router,
             prompts,
             chat,
             tool_branch,
             model: chat_model.into(),
-            router_timeout,
+            metrics,
         }
     }
 
     /// Asks the router model where the turn goes.
-    async fn route(&self, input: &TurnInput) -> (Route, Usage) {
+    async fn route(&self, input: &TurnInput) -> (Route, Usage, RouteReason) {
         let messages = input.own_prompt_messages(&self.prompts.get(PromptName::Route));
         let request = ChatRequest {
-            model: &self.router_model,
+            model: &self.router.model,
             messages: &messages,
             tools: &[],
             json_object: true,
@@ -96,37 +101,43 @@ impl RouteGraph {
             tool_choice: None,
         };
         let thread = &input.thread_id;
-        let decided = tokio::time::timeout(self.router_timeout, self.llm.complete(&request)).await;
+        let decided =
+            tokio::time::timeout(self.router.timeout, self.router.llm.complete(&request)).await;
         match decided {
             Err(_) => {
-                tracing::info!(%thread, "router gave no decision within {:?}; answering as chat", self.router_timeout);
-                (Route::Chat, Usage::default())
+                tracing::info!(%thread, "router gave no decision within {:?}; answering as chat", self.router.timeout);
+                (Route::Chat, Usage::default(), RouteReason::Timeout)
             }
             Ok(Err(LlmError::Timeout)) => {
                 tracing::info!(%thread, "router call timed out; answering as chat");
-                (Route::Chat, Usage::default())
+                (Route::Chat, Usage::default(), RouteReason::Timeout)
             }
             Ok(Ok(completion)) => {
                 let answer = &completion.message.content;
-                let route = parse_route(answer).unwrap_or_else(|| {
-                    tracing::info!(%thread, "router answer {answer:?} not understood; using tools");
-                    Route::Tool
-                });
+                let (route, reason) = match parse_route(answer) {
+                    Some(route) => (route, RouteReason::Router),
+                    None => {
+                        tracing::info!(%thread, "router answer {answer:?} not understood; using tools");
+                        (Route::Tool, RouteReason::NotUnderstood)
+                    }
+                };
                 tracing::debug!(%thread, ?route, "routed");
-                (route, completion.usage)
+                (route, completion.usage, reason)
             }
             Ok(Err(e)) => {
                 tracing::warn!(%thread, "router call failed, using tools: {e}");
-                (Route::Tool, Usage::default())
+                (Route::Tool, Usage::default(), RouteReason::RouterFailed)
             }
         }
     }
 
     async fn run(&self, input: &TurnInput, sink: AgentSink) -> Result<AgentOutcome, LlmError> {
         if input.is_client_tool_turn() {
+            self.metrics.routed(true, RouteReason::ClientTools);
             return self.tool_branch(input, sink, Usage::default()).await;
         }
         if input.options.instructions.is_some() {
+            self.metrics.routed(false, RouteReason::ClientInstructions);
             return self.chat.answer(input, sink).await;
         }
         let (chat_sink, mut chat_events) = AgentSink::channel();
@@ -137,13 +148,14 @@ impl RouteGraph {
         let mut chat = chat.fuse();
         let mut held = Vec::new();
         let mut chat_result = None;
-        let (decision, router_usage) = loop {
+        let (decision, router_usage, reason) = loop {
             tokio::select! {
                 decided = &mut route => break decided,
                 Some(event) = chat_events.recv() => held.push(event),
                 result = &mut chat, if chat_result.is_none() => chat_result = Some(result),
             }
         };
+        self.metrics.routed(decision == Route::Tool, reason);
         if decision == Route::Tool {
             // Dropping the chat call aborts its request; what it said was never passed on.
             drop(chat);
@@ -176,6 +188,7 @@ impl RouteGraph {
             }
             // It emitted nothing: the tool branch answers the turn from the start.
             ChatAnswer::WantsTools(chat_usage) => {
+                self.metrics.routed(true, RouteReason::ChatCalledTools);
                 tracing::info!(thread = %input.thread_id, "the chat model called tools; handing the turn to the tool branch");
                 let mut usage = router_usage;
                 usage += chat_usage;

@@ -42,6 +42,7 @@ use self::recorder::Recorder;
 use super::memory::{from_log, to_log};
 use super::{Agent, AgentEvent, AgentOutcome, AgentSink, FinishReason, TurnInput, TurnOptions};
 use crate::llm::{ChatMessage, LlmError, ToolCall, Usage};
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 pub use self::thread_name::{
@@ -174,6 +175,8 @@ pub struct TurnRunner {
     limits: TurnLimits,
     threads: Mutex<HashMap<String, Arc<ThreadSlot>>>,
     next_serial: AtomicU64,
+    /// Running turns, and each closed turn's time and route, are counted here.
+    metrics: Arc<Metrics>,
 }
 
 impl TurnRunner {
@@ -183,6 +186,7 @@ impl TurnRunner {
         on_busy: BusyPolicy,
         history_max_messages: usize,
         limits: TurnLimits,
+        metrics: Arc<Metrics>,
     ) -> Arc<TurnRunner> {
         Arc::new(TurnRunner {
             store,
@@ -192,7 +196,13 @@ impl TurnRunner {
             limits,
             threads: Mutex::default(),
             next_serial: AtomicU64::new(1),
+            metrics,
         })
+    }
+
+    /// The box's metrics, which the turns' callers count their part in too (open streams).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn model_name(&self) -> &str {
@@ -274,6 +284,8 @@ impl TurnRunner {
         cancel: &CancellationToken,
         mut client: ClientLink,
     ) {
+        // Released before the client hears the turn's end, so a scrape after it sees it gone.
+        let running = self.metrics.turn_running();
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.limits.turn_timeout;
         // The user's turn is stored before the model is called.
@@ -321,6 +333,7 @@ impl TurnRunner {
             }
             Err(e) => {
                 tracing::error!(thread = thread_id, "turn not stored: {e}");
+                drop(running);
                 client.finish(TurnEvent::Failed(TurnError::Store(e.to_string())));
                 return;
             }
@@ -338,6 +351,7 @@ impl TurnRunner {
             turn_id,
             started,
             stateless,
+            &self.metrics,
         );
         let mut result = if cancel.is_cancelled() {
             Err(TurnError::Interrupted)
@@ -376,6 +390,7 @@ impl TurnRunner {
                 TurnEvent::Failed(error)
             }
         };
+        drop(running);
         client.finish(event);
     }
 

@@ -121,7 +121,8 @@ pub async fn answer<S: AnswerShape>(
     let model = turns.model_name();
     if streaming {
         let frames = shape.frames(&handle.thread_id);
-        return stream::respond(handle, frames, keepalive, model, |e| shape.error(e)).await;
+        let open = turns.metrics().stream_open();
+        return stream::respond(handle, frames, keepalive, model, |e| shape.error(e), open).await;
     }
     let thread_id = handle.thread_id.clone();
     let (text, end) = handle.collect().await;

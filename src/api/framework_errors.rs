@@ -5,7 +5,7 @@
 //! (400, plain text), any other extractor's rejection. A client library reads only its
 //! protocol's error shape, so [`in_protocol_shape`] turns every error answer that is not
 //! already JSON into one, by the path: OpenAI's paths (`/v1/chat/...`, `/v1/models`,
-//! `/v1/memory...`) get OpenAI's shape, everything else DashScope's.
+//! `/v1/memory...`) and `/metrics` get OpenAI's shape, everything else DashScope's.
 
 use axum::body::to_bytes;
 use axum::extract::Request;
@@ -28,7 +28,7 @@ pub enum Protocol {
 
 impl Protocol {
     pub fn of_path(path: &str) -> Protocol {
-        let openai = ["/v1/chat", "/v1/models", "/v1/memory"]
+        let openai = ["/v1/chat", "/v1/models", "/v1/memory", "/metrics"]
             .iter()
             .any(|prefix| path.starts_with(prefix));
         if openai {

@@ -3,7 +3,8 @@
 //!
 //! Each surface checks the API key in its own middleware so that a refusal comes back in that
 //! protocol's error shape; `/health` is open so a supervisor can probe the box, and tells the
-//! truth about the store: a write that failed or a data disk nearly full is a 503.
+//! truth about the store: a write that failed or a data disk nearly full is a 503. `/metrics`
+//! ([`scrape`]) needs the key unless `--metrics-open`.
 
 mod body;
 pub(crate) mod call;
@@ -16,6 +17,7 @@ pub(crate) mod openai;
 mod openai_params;
 mod openai_sse;
 mod request_id;
+mod scrape;
 mod stream;
 
 use std::sync::Arc;
@@ -46,6 +48,8 @@ pub struct ApiSettings {
     pub fake_stream: bool,
     pub keepalive: Duration,
     pub max_body_bytes: usize,
+    /// `--metrics-open`: `GET /metrics` without a key.
+    pub metrics_open: bool,
 }
 
 /// What every handler can reach.
@@ -70,9 +74,11 @@ pub fn router(state: AppState) -> Router {
             require_key(state, request, next, Protocol::OpenAi)
         },
     ));
+    let metrics = scrape::routes(&state, state.settings.metrics_open);
     Router::new()
         .merge(dashscope)
         .merge(openai)
+        .merge(metrics)
         .route("/health", get(health))
         .fallback(framework_errors::not_found)
         // `limit_body` enforces --max-body-bytes and the port's body budget (reading the rest
@@ -86,6 +92,11 @@ pub fn router(state: AppState) -> Router {
             }
         }))
         .layer(middleware::from_fn(framework_errors::in_protocol_shape))
+        // Counted outside the shaping, so the status counted is the one the client gets.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            scrape::count_request,
+        ))
         // Outermost: every answer, refusals included, carries the request's id.
         .layer(middleware::from_fn(request_id::assign))
         .with_state(state)

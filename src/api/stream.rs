@@ -26,6 +26,7 @@ use super::error::ApiError;
 use crate::agent::FinishReason;
 use crate::agent::turns::{TurnError, TurnEvent, TurnHandle, TurnSummary};
 use crate::llm::Usage;
+use crate::metrics::Active;
 
 /// The keep-alive frame: a comment line and the blank line that ends it.
 const KEEPALIVE: &[u8] = b": keep-alive\n\n";
@@ -61,13 +62,15 @@ pub fn client_ending(
     }
 }
 
-/// Answers a streaming request with the events of a turn answered by `model`.
+/// Answers a streaming request with the events of a turn answered by `model`. `open` counts
+/// the stream as active until its last frame (or until the client goes away).
 pub async fn respond<W: FrameWriter>(
     mut turn: TurnHandle,
     writer: W,
     keepalive: Duration,
     model: &str,
     early_error: impl FnOnce(ApiError) -> Response,
+    open: Active,
 ) -> Response {
     let first = match tokio::time::timeout(keepalive, turn.next()).await {
         Ok(Some(TurnEvent::Failed(error))) => match client_ending(Err(error), model) {
@@ -85,6 +88,7 @@ pub async fn respond<W: FrameWriter>(
         model: model.to_string(),
         pending: Some(first),
         done: false,
+        open: Some(open),
     };
     let frames = stream::unfold(state, |mut state| async move {
         let frame = state.next_frame().await?;
@@ -116,9 +120,18 @@ struct Driver<W> {
     model: String,
     pending: Option<Pending>,
     done: bool,
+    /// Counts the stream in `lang_agent_active_streams` until its last frame is made.
+    open: Option<Active>,
 }
 
 impl<W: FrameWriter> Driver<W> {
+    /// The frame being made is the last: the stream no longer counts as active (before the
+    /// client can read that frame, so a scrape after the answer sees it gone).
+    fn end(&mut self) {
+        self.done = true;
+        self.open = None;
+    }
+
     async fn next_frame(&mut self) -> Option<Bytes> {
         loop {
             if self.done {
@@ -134,7 +147,7 @@ impl<W: FrameWriter> Driver<W> {
             match pending {
                 Pending::KeepAlive => return Some(Bytes::from_static(KEEPALIVE)),
                 Pending::Event(None) => {
-                    self.done = true;
+                    self.end();
                     let aborted = ApiError::from(&TurnError::Aborted);
                     return Some(self.writer.failed(&aborted));
                 }
@@ -144,11 +157,11 @@ impl<W: FrameWriter> Driver<W> {
                     }
                 }
                 Pending::Event(Some(TurnEvent::Finished(summary))) => {
-                    self.done = true;
+                    self.end();
                     return Some(self.writer.finished(&summary));
                 }
                 Pending::Event(Some(TurnEvent::Failed(error))) => {
-                    self.done = true;
+                    self.end();
                     return Some(match client_ending(Err(error), &self.model) {
                         Ok(summary) => self.writer.finished(&summary),
                         Err(error) => self.writer.failed(&error),

@@ -20,6 +20,7 @@ use crate::config::{Config, ExportSettings, ServeConfig};
 use crate::export::{self, BadBoxId, BoxId, ExportOptions, FollowOptions};
 use crate::http::{self, BindError, bind, run_with_grace, stop_on_signal};
 use crate::llm::{LlmClient, LlmError};
+use crate::metrics::{ExportPosition, Metrics, Readings};
 use crate::pg::{PgTarget, PgUrlError};
 use crate::redact::redact_url;
 use crate::store::backup::{BackupError, ServingLock};
@@ -87,14 +88,21 @@ pub async fn run(config: Config, serve: ServeConfig) -> Result<(), ServeError> {
             source,
         })?;
     let prompts = Prompts::load(&config.config_dir).map_err(ServeError::Prompts)?;
+    let metrics = Metrics::new(follow.is_some());
+    let export_position = metrics.export_position();
+    metrics.set_scrape_source(scrape_source(
+        store.clone(),
+        follow.is_some().then(|| export_position.clone()),
+    ));
     let llm = LlmClient::new(&config.llm)?;
-    let toolbox = Arc::new(start_tools(&serve, mcp_servers).await?);
+    let toolbox = Arc::new(start_tools(&serve, mcp_servers, &metrics).await?);
     let agent = graph::build(
         &serve.agent,
         llm,
         &config.llm.model,
         prompts.clone(),
         toolbox,
+        &metrics,
     );
     let turns = TurnRunner::new(
         store.clone(),
@@ -102,6 +110,7 @@ pub async fn run(config: Config, serve: ServeConfig) -> Result<(), ServeError> {
         serve.on_busy,
         serve.history_max_messages,
         serve.turn_limits,
+        metrics,
     );
     let state = AppState {
         turns,
@@ -112,6 +121,7 @@ pub async fn run(config: Config, serve: ServeConfig) -> Result<(), ServeError> {
             fake_stream: serve.fake_stream,
             keepalive: serve.keepalive,
             max_body_bytes: serve.max_body_bytes,
+            metrics_open: serve.metrics_open,
         }),
     };
     let (api_listener, api_addr) = bind(serve.api_addr).await?;
@@ -150,7 +160,7 @@ pub async fn run(config: Config, serve: ServeConfig) -> Result<(), ServeError> {
     }
     let follower = follow.map(|options| {
         tracing::info!(to = %options.target, "exporting the log to PostgreSQL as it grows");
-        export::spawn_follower(store.clone(), options, shutdown.clone())
+        export::spawn_follower(store.clone(), options, shutdown.clone(), export_position)
     });
     let api_server = http::serve(api_listener, api::router(state), serve.http, &shutdown);
     let viewer_server = async {
@@ -191,11 +201,32 @@ fn follow_options(settings: &ExportSettings) -> Result<FollowOptions, ServeError
     })
 }
 
+/// What a scrape of `/metrics` reads from the running box: the database's size, the writer's
+/// queue and, when the export follower runs (`position`), the messages it has yet to copy.
+fn scrape_source(store: Store, position: Option<ExportPosition>) -> crate::metrics::ScrapeSource {
+    Box::new(move || {
+        let (store, position) = (store.clone(), position.clone());
+        Box::pin(async move {
+            let exported = position.as_ref().and_then(ExportPosition::get);
+            let export_lag_rows = match exported {
+                Some(id) => export::rows_after(&store, id).await.ok(),
+                None => None,
+            };
+            Readings {
+                store_size_bytes: Some(store.size_bytes()),
+                store_writer_queue: Some(store.writer_queue() as u64),
+                export_lag_rows,
+            }
+        })
+    })
+}
+
 /// The local tools and the configured MCP servers. Servers that are up connect before the box
 /// says it is ready (a few seconds at most); the others join in the background when they come up.
 async fn start_tools(
     serve: &ServeConfig,
     mcp_servers: Vec<McpServerConfig>,
+    metrics: &Arc<Metrics>,
 ) -> Result<Toolbox, HttpClientError> {
     let agent = &serve.agent;
     let mut sources: Vec<Arc<dyn ToolSource>> = vec![Arc::new(LocalTools::builtin())];
@@ -208,7 +239,11 @@ async fn start_tools(
     }
     let servers = mcp::start_all(mcp_servers, MCP_FIRST_WAIT).await?;
     sources.extend(servers.into_iter().map(|s| s as Arc<dyn ToolSource>));
-    Ok(Toolbox::new(sources, agent.tool_timeout))
+    Ok(Toolbox::new(
+        sources,
+        agent.tool_timeout,
+        Arc::clone(metrics),
+    ))
 }
 
 /// Tells systemd the process is alive (`WatchdogSec` in the unit) at twice the rate it asks.

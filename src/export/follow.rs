@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{ExportError, ExportOptions, Exporter, PgTarget, Progress};
+use crate::metrics::ExportPosition;
 use crate::store::Store;
 
 /// Seconds between looks for new messages once caught up (`export --interval-secs`,
@@ -57,19 +58,22 @@ pub async fn follow(
     options: FollowOptions,
     shutdown: CancellationToken,
 ) -> Result<u64, ExportError> {
-    follow_loop(&store, &options, &shutdown, true).await
+    let position = ExportPosition::default();
+    follow_loop(&store, &options, &shutdown, true, &position).await
 }
 
 /// Runs the follower as a task until `shutdown` (for `serve`). It never gives up: every error
-/// is logged and retried.
+/// is logged and retried. It tells `position` how far PostgreSQL has the log (the metrics'
+/// export lag).
 pub fn spawn_follower(
     store: Store,
     options: FollowOptions,
     shutdown: CancellationToken,
+    position: ExportPosition,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         // Only fatal errors return, and this loop has none.
-        let _ = follow_loop(&store, &options, &shutdown, false).await;
+        let _ = follow_loop(&store, &options, &shutdown, false, &position).await;
     })
 }
 
@@ -78,6 +82,7 @@ async fn follow_loop(
     options: &FollowOptions,
     shutdown: &CancellationToken,
     stop_on_permanent: bool,
+    position: &ExportPosition,
 ) -> Result<u64, ExportError> {
     let shown = options.target.redacted();
     tracing::info!(
@@ -99,6 +104,7 @@ async fn follow_loop(
                 Ok(exporter) => exporter,
                 Err(e) => break 'session e,
             };
+            position.exported_up_to(exporter.last_id());
             if reconnecting {
                 tracing::info!(
                     "export: connected to {shown} again; resuming after id {}",
@@ -114,6 +120,7 @@ async fn follow_loop(
                 };
                 match copied {
                     Ok(summary) => {
+                        position.exported_up_to(exporter.last_id());
                         backoff = BACKOFF_START;
                         total += summary.rows;
                         if summary.rows > 0 {

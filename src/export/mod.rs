@@ -103,6 +103,12 @@ impl Default for ExportOptions {
     }
 }
 
+/// Messages stored after `exported_up_to` (the follower's [`crate::metrics::ExportPosition`]):
+/// the export's lag, counted at scrape time.
+pub async fn rows_after(store: &Store, exported_up_to: i64) -> Result<u64, ExportError> {
+    sqlite_batches::count_after(store, exported_up_to).await
+}
+
 /// What one run copied.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ExportSummary {

@@ -13,7 +13,8 @@
 //! body is read up to 64 KiB. A read timeout anywhere (headers, body, mid-stream) is
 //! [`LlmError::Timeout`].
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde::Deserialize;
@@ -22,6 +23,7 @@ use serde_json::{Value, json};
 use super::assemble::{AnswerLimits, assemble_sse, error_message, lenient_usage, truncate};
 use super::message::{ChatMessage, Completion, Usage};
 use super::sampling::{Sampling, ToolChoice};
+use crate::metrics::{Metrics, UpstreamRole};
 use crate::redact::Secret;
 
 /// `--llm-connect-timeout-secs`' default.
@@ -98,6 +100,8 @@ pub struct LlmClient {
     api_key: Option<Secret>,
     attempts: u32,
     limits: AnswerLimits,
+    /// Where each call's duration is counted, under the job this client's calls do.
+    observer: Option<(Arc<Metrics>, UpstreamRole)>,
 }
 
 impl LlmClient {
@@ -122,7 +126,24 @@ impl LlmClient {
             limits: AnswerLimits {
                 max_answer_bytes: config.max_answer_bytes,
             },
+            observer: None,
         })
+    }
+
+    /// This client (sharing its connections), its calls counted in `metrics` as `role`'s.
+    pub fn observed(&self, metrics: &Arc<Metrics>, role: UpstreamRole) -> LlmClient {
+        LlmClient {
+            observer: Some((Arc::clone(metrics), role)),
+            ..self.clone()
+        }
+    }
+
+    /// Counts a call that ended (answered or failed) `started` ago.
+    fn ended<T>(&self, started: Instant, result: Result<T, LlmError>) -> Result<T, LlmError> {
+        if let Some((metrics, role)) = &self.observer {
+            metrics.upstream_call(*role, started.elapsed());
+        }
+        result
     }
 
     /// Streams a completion, calling `on_text` with each piece of answer text as it arrives.
@@ -133,14 +154,24 @@ impl LlmClient {
         request: &ChatRequest<'_>,
         on_text: &mut (dyn FnMut(&str) + Send),
     ) -> Result<Completion, LlmError> {
+        let started = Instant::now();
         let body = request_body(request, true);
-        let response = self.send(&body).await?;
-        let chunks = response.bytes_stream().map(|r| r.map_err(classify));
-        assemble_sse(chunks, self.limits, on_text).await
+        let answer = async {
+            let response = self.send(&body).await?;
+            let chunks = response.bytes_stream().map(|r| r.map_err(classify));
+            assemble_sse(chunks, self.limits, on_text).await
+        };
+        self.ended(started, answer.await)
     }
 
     /// One non-streaming completion; an answer over `--max-answer-bytes` is an error.
     pub async fn complete(&self, request: &ChatRequest<'_>) -> Result<Completion, LlmError> {
+        let started = Instant::now();
+        let result = self.complete_once(request).await;
+        self.ended(started, result)
+    }
+
+    async fn complete_once(&self, request: &ChatRequest<'_>) -> Result<Completion, LlmError> {
         let body = request_body(request, false);
         let mut response = self.send(&body).await?;
         let (bytes, whole) = read_at_most(&mut response, self.limits.max_event_bytes()).await?;

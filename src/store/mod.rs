@@ -21,6 +21,7 @@ mod turn_rows;
 mod writer;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use r2d2::Pool;
@@ -74,6 +75,8 @@ pub struct Store {
     writer: Writer,
     writer_state: WriterState,
     disk: DataDisk,
+    /// The database file, whose size (with its WAL) the metrics report.
+    path: Arc<Path>,
     events: broadcast::Sender<StoreEvent>,
 }
 
@@ -135,6 +138,7 @@ impl Store {
             writer_state: writer.state(),
             writer,
             disk: DataDisk(dir),
+            path: Arc::from(path),
             events,
         })
     }
@@ -172,6 +176,20 @@ impl Store {
     fn announce(&self, event: StoreEvent) {
         // No subscriber is the normal case when nobody has the viewer open.
         let _ = self.events.send(event);
+    }
+
+    /// The database's files (main, WAL, shared memory) together, in bytes: a few `stat`s.
+    pub fn size_bytes(&self) -> u64 {
+        files::sqlite_files(&self.path)
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// Writes queued for the writer thread, not yet taken into a batch.
+    pub fn writer_queue(&self) -> usize {
+        self.writer.queued()
     }
 
     /// Checks that the database answers (for `/health`).

@@ -8,6 +8,8 @@
 //! hears back only after the commit that made its work durable. The writer also keeps its
 //! last storage failure ([`WriterState`]) for `/health` and for refusing turns on a full disk.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use rusqlite::Connection;
@@ -36,6 +38,8 @@ struct Ran {
 pub(super) struct Writer {
     jobs: mpsc::Sender<Job>,
     state: WriterState,
+    /// Jobs sent and not yet taken into a batch (a channel does not say how many it holds).
+    queued: Arc<AtomicUsize>,
 }
 
 impl Writer {
@@ -44,6 +48,8 @@ impl Writer {
         let (jobs, queue) = mpsc::channel::<Job>();
         let state = WriterState::default();
         let thread_state = state.clone();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let taken = Arc::clone(&queued);
         std::thread::Builder::new()
             .name("lang-agent-db-writer".into())
             .spawn(move || {
@@ -55,10 +61,20 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
+                    taken.fetch_sub(batch.len(), Ordering::Relaxed);
                     run_batch(&mut conn, batch, &thread_state);
                 }
             })?;
-        Ok(Writer { jobs, state })
+        Ok(Writer {
+            jobs,
+            state,
+            queued,
+        })
+    }
+
+    /// Writes waiting for the writer thread.
+    pub(super) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
     }
 
     pub(super) fn state(&self) -> WriterState {
@@ -96,9 +112,12 @@ impl Writer {
                 }),
             }
         });
-        self.jobs
-            .send(job)
-            .map_err(|_| StoreError::Task("the database writer has stopped".into()))?;
+        // Counted before it is sent, so that the thread's count down never passes zero.
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if self.jobs.send(job).is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(StoreError::Task("the database writer has stopped".into()));
+        }
         answer
             .await
             .map_err(|_| StoreError::Task("the database writer dropped a job".into()))?

@@ -22,6 +22,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
+use crate::metrics::{Metrics, UNKNOWN_TOOL};
+
 /// The parameter a device-bound tool takes its device from.
 pub const DEVICE_ID_PARAM: &str = "device_id";
 
@@ -77,6 +79,8 @@ pub trait ToolSource: Send + Sync + 'static {
 pub struct Toolbox {
     sources: Vec<Arc<dyn ToolSource>>,
     timeout: Duration,
+    /// Where each call is counted, by tool and outcome.
+    metrics: Arc<Metrics>,
 }
 
 /// One tool under the name the model knows it by.
@@ -88,9 +92,17 @@ struct Entry {
 
 impl Toolbox {
     /// `sources` in priority order (their order is the order the model sees the tools in);
-    /// `timeout` is the default limit of one call.
-    pub fn new(sources: Vec<Arc<dyn ToolSource>>, timeout: Duration) -> Toolbox {
-        Toolbox { sources, timeout }
+    /// `timeout` is the default limit of one call; calls are counted in `metrics`.
+    pub fn new(
+        sources: Vec<Arc<dyn ToolSource>>,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Toolbox {
+        Toolbox {
+            sources,
+            timeout,
+            metrics,
+        }
     }
 
     /// The names the tools are offered under.
@@ -129,11 +141,22 @@ impl Toolbox {
         arguments: &str,
         device_id: Option<&str>,
     ) -> Result<String, ToolError> {
-        let entry = self
-            .entries()
-            .into_iter()
-            .find(|e| e.exposed == name)
-            .ok_or_else(|| ToolError::Unknown(name.to_string()))?;
+        let Some(entry) = self.entries().into_iter().find(|e| e.exposed == name) else {
+            // The model's made-up name is not a label: labels stay the configured tools'.
+            self.metrics.tool_call(UNKNOWN_TOOL, false);
+            return Err(ToolError::Unknown(name.to_string()));
+        };
+        let result = self.call_entry(&entry, arguments, device_id).await;
+        self.metrics.tool_call(&entry.exposed, result.is_ok());
+        result
+    }
+
+    async fn call_entry(
+        &self,
+        entry: &Entry,
+        arguments: &str,
+        device_id: Option<&str>,
+    ) -> Result<String, ToolError> {
         let mut arguments = parse_arguments(arguments)?;
         if let Some(device) = device_id
             && takes_device(&entry.spec.input_schema)
@@ -323,7 +346,11 @@ mod tests {
     async fn same_named_tools_get_their_source_as_prefix_and_reach_the_right_source() {
         let kitchen = Echo::new("kitchen", &["set_volume", "timer"]);
         let porch = Echo::new("porch.box", &["set_volume"]);
-        let toolbox = Toolbox::new(vec![kitchen.clone(), porch.clone()], Duration::from_secs(1));
+        let toolbox = Toolbox::new(
+            vec![kitchen.clone(), porch.clone()],
+            Duration::from_secs(1),
+            Metrics::new(false),
+        );
         assert_eq!(
             names(&toolbox.definitions(false)),
             ["kitchen_set_volume", "timer", "porch_box_set_volume"]
@@ -343,7 +370,11 @@ mod tests {
     #[tokio::test]
     async fn device_id_is_hidden_from_the_model_and_injected_over_its_guess() {
         let source = Echo::new("hall", &["set_brightness"]);
-        let toolbox = Toolbox::new(vec![source.clone()], Duration::from_secs(1));
+        let toolbox = Toolbox::new(
+            vec![source.clone()],
+            Duration::from_secs(1),
+            Metrics::new(false),
+        );
         let shown = &toolbox.definitions(true)[0]["function"]["parameters"];
         assert_eq!(shown["required"], json!(["level"]));
         assert!(shown["properties"].get("device_id").is_none());
@@ -391,7 +422,11 @@ mod tests {
     }
 
     async fn answer_of(answer: Result<String, ToolError>) -> Result<String, ToolError> {
-        let toolbox = Toolbox::new(vec![Arc::new(Fixed { answer })], Duration::from_secs(1));
+        let toolbox = Toolbox::new(
+            vec![Arc::new(Fixed { answer })],
+            Duration::from_secs(1),
+            Metrics::new(false),
+        );
         toolbox.call("dump", "{}", None).await
     }
 
@@ -431,7 +466,7 @@ mod tests {
             pause: Duration::from_secs(5),
             calls: Mutex::default(),
         });
-        let toolbox = Toolbox::new(vec![slow], Duration::from_millis(50));
+        let toolbox = Toolbox::new(vec![slow], Duration::from_millis(50), Metrics::new(false));
         let started = std::time::Instant::now();
         assert_eq!(
             toolbox.call("wait", "{}", None).await,

@@ -7,12 +7,14 @@
 //! is closed whatever happens to its task: dropping a recorder that was not closed (the task
 //! panicked) closes the turn from a task of its own, as interrupted, with what was said.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::TurnError;
 use crate::agent::AgentOutcome;
 use crate::agent::memory::to_log;
 use crate::llm::{ChatMessage, Role, ToolCall, Usage};
+use crate::metrics::Metrics;
 use crate::store::{MessageKind, NewMessage, Store, StoreError, TurnOutcome, TurnStatus};
 
 /// Logs a turn's messages as they complete and keeps the turn's metrics. If the turn's task
@@ -37,6 +39,8 @@ pub(super) struct Recorder {
     closed: bool,
     /// The tools the model called, in order, for the turn's log line.
     tools_called: Vec<String>,
+    /// Where the closed turn's time, time to first text and route are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl Recorder {
@@ -47,6 +51,7 @@ impl Recorder {
         turn_id: i64,
         started: Instant,
         stateless: bool,
+        metrics: &Arc<Metrics>,
     ) -> Recorder {
         Recorder {
             store: store.clone(),
@@ -60,6 +65,7 @@ impl Recorder {
             started,
             closed: false,
             tools_called: Vec::new(),
+            metrics: Arc::clone(metrics),
         }
     }
 
@@ -182,6 +188,12 @@ impl Recorder {
         self.unsaved.clear();
         self.spoken.clear();
         self.log_line(&logged, result);
+        self.metrics.turn_closed(
+            !self.tools_called.is_empty(),
+            logged.status.as_str(),
+            self.started.elapsed(),
+            self.first_text.map(|t| t - self.started),
+        );
         Ok(())
     }
 

@@ -145,6 +145,7 @@ mod tests {
             BusyPolicy::Wait,
             40,
             limits,
+            crate::metrics::Metrics::new(false),
         );
         let first = turns
             .continue_stateless(stateless_call(&[ChatMessage::user("one")]))

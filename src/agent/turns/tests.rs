@@ -37,6 +37,7 @@ fn runner(store: &Store, script: Script, limits: TurnLimits) -> Arc<TurnRunner> 
         BusyPolicy::Interrupt,
         10,
         limits,
+        crate::metrics::Metrics::new(false),
     )
 }
 
