@@ -219,8 +219,12 @@ async fn a_box_started_with_its_mcp_server_down_gains_the_tools_when_it_comes_up
         r#"Tool said: Error: there is no tool named "add"."#
     );
 
+    // Retried in the background meanwhile, but said once: the log tells state changes only.
+    std::thread::sleep(Duration::from_millis(1500));
     let _fast = FastMcp::start_on(FastMcpTransport::StreamableHttp, port);
     server.proc.wait_for_line("MCP server connected");
+    let log = server.proc.log();
+    assert_eq!(log.matches("MCP server not reachable").count(), 1, "{log}");
     let sse = dashscope_stream(&server, Some("late-2"), turn).await;
     assert_eq!(final_text(&sse), "Tool said: 4.");
 }
