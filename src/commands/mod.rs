@@ -6,6 +6,7 @@ pub mod backup;
 pub mod doctor;
 pub mod export;
 pub mod mock_llm;
+pub mod pipeline;
 pub mod serve;
 pub mod viewer;
 

@@ -9,29 +9,20 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::agent::graph;
+use super::pipeline::{Pipeline, PipelineError};
 use crate::agent::prompts::Prompts;
-use crate::agent::turns::TurnRunner;
 use crate::api::{self, ApiSettings, AppState};
 use crate::auth::ApiKeys;
 use crate::config::{Config, ExportSettings, ServeConfig};
 use crate::export::{self, BadBoxId, BoxId, ExportOptions, FollowOptions};
 use crate::http::{self, BindError, bind, run_with_grace, stop_on_signal};
-use crate::llm::{LlmClient, LlmError};
 use crate::metrics::{ExportPosition, Metrics, Readings};
 use crate::pg::{PgTarget, PgUrlError};
 use crate::redact::redact_url;
 use crate::store::backup::{BackupError, ServingLock};
 use crate::store::{Store, StoreError};
-use crate::tools::local::LocalTools;
-use crate::tools::mcp::{self, HttpClientError, McpConfigError, McpServerConfig};
-use crate::tools::{ToolSource, Toolbox};
 use crate::viewer;
-
-/// How long MCP servers that are up get to connect before the box says it is ready.
-const MCP_FIRST_WAIT: Duration = Duration::from_secs(5);
 
 /// Why `serve` could not start; one line, printed as `lang-agent: …`.
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +31,6 @@ pub enum ServeError {
     ExportTo(PgUrlError),
     #[error("--export-box-id {0}")]
     ExportBoxId(BadBoxId),
-    #[error(transparent)]
-    McpConfig(#[from] McpConfigError),
     #[error("cannot open the store {}: {source}", path.display())]
     Store { path: PathBuf, source: StoreError },
     #[error(
@@ -56,12 +45,8 @@ pub enum ServeError {
         dir: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot read prompts: {0}")]
-    Prompts(std::io::Error),
     #[error(transparent)]
-    Llm(#[from] LlmError),
-    #[error(transparent)]
-    McpClient(#[from] HttpClientError),
+    Pipeline(#[from] PipelineError),
     #[error(transparent)]
     Bind(#[from] BindError),
 }
@@ -69,7 +54,6 @@ pub enum ServeError {
 /// Runs `lang-agent serve` until a stop signal.
 pub async fn run(config: Config, serve: ServeConfig) -> Result<(), ServeError> {
     let follow = serve.export.as_ref().map(follow_options).transpose()?;
-    let mcp_servers = mcp::config::load(&serve.agent.mcp_config)?;
     let ports = if serve.viewer_addr.is_some() { 2 } else { 1 };
     http::raise_open_files_limit(ports * serve.http.max_connections);
     let db_path = config.sqlite_path();
@@ -87,31 +71,14 @@ pub async fn run(config: Config, serve: ServeConfig) -> Result<(), ServeError> {
             dir: config.data_dir.clone(),
             source,
         })?;
-    let prompts = Prompts::load(&config.config_dir).map_err(ServeError::Prompts)?;
     let metrics = Metrics::new(follow.is_some());
     let export_position = metrics.export_position();
     metrics.set_scrape_source(scrape_source(
         store.clone(),
         follow.is_some().then(|| export_position.clone()),
     ));
-    let llm = LlmClient::new(&config.llm)?;
-    let toolbox = Arc::new(start_tools(&serve, mcp_servers, &metrics).await?);
-    let agent = graph::build(
-        &serve.agent,
-        llm,
-        &config.llm.model,
-        prompts.clone(),
-        toolbox,
-        &metrics,
-    );
-    let turns = TurnRunner::new(
-        store.clone(),
-        agent,
-        serve.on_busy,
-        serve.history_max_messages,
-        serve.turn_limits,
-        metrics,
-    );
+    let Pipeline { turns, prompts } =
+        Pipeline::build(&config, &serve, store.clone(), metrics).await?;
     let state = AppState {
         turns,
         keys: keys.clone(),
@@ -219,31 +186,6 @@ fn scrape_source(store: Store, position: Option<ExportPosition>) -> crate::metri
             }
         })
     })
-}
-
-/// The local tools and the configured MCP servers. Servers that are up connect before the box
-/// says it is ready (a few seconds at most); the others join in the background when they come up.
-async fn start_tools(
-    serve: &ServeConfig,
-    mcp_servers: Vec<McpServerConfig>,
-    metrics: &Arc<Metrics>,
-) -> Result<Toolbox, HttpClientError> {
-    let agent = &serve.agent;
-    let mut sources: Vec<Arc<dyn ToolSource>> = vec![Arc::new(LocalTools::builtin())];
-    if !mcp_servers.is_empty() {
-        tracing::info!(
-            config = %agent.mcp_config.display(),
-            servers = mcp_servers.len(),
-            "connecting to MCP servers"
-        );
-    }
-    let servers = mcp::start_all(mcp_servers, MCP_FIRST_WAIT).await?;
-    sources.extend(servers.into_iter().map(|s| s as Arc<dyn ToolSource>));
-    Ok(Toolbox::new(
-        sources,
-        agent.tool_timeout,
-        Arc::clone(metrics),
-    ))
 }
 
 /// Tells systemd the process is alive (`WatchdogSec` in the unit) at twice the rate it asks.
