@@ -76,7 +76,7 @@ pub enum Command {
     #[command(args_override_self = true)]
     Serve(ServeArgs),
     /// A scripted OpenAI-compatible fake upstream, for tests and benchmarks.
-    #[command(args_override_self = true)]
+    #[command(args_override_self = true, disable_help_flag = true)]
     MockLlm(MockLlmArgs),
     /// Copy the conversation log to PostgreSQL (or to a file `psql -f` loads), incrementally.
     Export(ExportArgs),
@@ -90,6 +90,25 @@ pub enum Command {
     /// exit when one fails.
     #[command(args_override_self = true)]
     Doctor(ServeArgs),
+    /// The box's API keys (kept as hashes in the data directory); changes reach a running
+    /// server within a second, no restart.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// The managed keys (name, fingerprint, when made), and which other keys are accepted.
+    List,
+    /// Make a key named NAME and print it: the only time it is shown.
+    Add {
+        /// What you call it (`kitchen-speaker`): letters, digits, `.`, `_`, `-`.
+        name: String,
+    },
+    /// Remove the key named NAME: clients using it are refused from then on.
+    Revoke { name: String },
+    /// Print the key file's path.
+    ShowPath,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -207,6 +226,10 @@ pub struct ServeArgs {
     /// use the upstream key.
     #[arg(long)]
     pub no_auth: bool,
+    /// Try the box without an LLM key: a built-in canned model answers (no network), and
+    /// arithmetic goes to the calculator tool. Everything else is the real box.
+    #[arg(long)]
+    pub demo: bool,
     /// Open the conversation viewer without login. Only for a trusted LAN: anyone who can
     /// reach the viewer port reads (and can delete) every conversation.
     #[arg(long)]
@@ -332,20 +355,72 @@ pub struct ViewerArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct MockLlmArgs {
+    /// Print help (its own options only: the global ones mean nothing to the fake upstream).
+    #[arg(short, long, action = clap::ArgAction::SetTrue)]
+    pub help: bool,
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
     /// 0 picks a free port; the chosen one is printed.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = DEFAULT_MOCK_PORT)]
     pub port: u16,
-    /// Delay before the first byte of every answer, milliseconds.
-    #[arg(long, default_value_t = 0)]
+    /// Latency to the first token of every answer, milliseconds.
+    #[arg(
+        long,
+        visible_alias = "ttft-ms",
+        value_name = "MS",
+        default_value_t = 0
+    )]
     pub delay_ms: u64,
-    /// Delay between streamed chunks, milliseconds.
-    #[arg(long, default_value_t = 0)]
+    /// Interval between streamed tokens (pieces of 8 characters), milliseconds.
+    #[arg(
+        long,
+        visible_alias = "token-interval-ms",
+        value_name = "MS",
+        default_value_t = 0
+    )]
     pub chunk_delay_ms: u64,
+    /// Answers are this many tokens long (default: `You said: … I remember: …`, as it comes).
+    #[arg(long, value_name = "N")]
+    pub tokens: Option<usize>,
+    /// Extra delay before the first token of calls that do not send `"enable_thinking": false`
+    /// (a hybrid-thinking model thinking first), milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub thinking_delay_ms: u64,
+    /// The router's answer to calls without a `[[mock:route=…]]` directive.
+    #[arg(long, value_enum, default_value_t = MockRoute::Chat)]
+    pub route: MockRoute,
+    /// A tool call made when tools are offered and the text has no `[[mock:call=…]]`
+    /// directive: `NAME {"json":"arguments"}`.
+    #[arg(long, value_name = "CALL")]
+    pub tool_call: Option<String>,
     /// Answer model calls only with this Bearer key (others get a 401), as a real upstream.
     #[arg(long, value_name = "KEY")]
     pub api_key: Option<String>,
+}
+
+impl MockLlmArgs {
+    /// `mock-llm --help`: this command's options alone.
+    pub fn help() -> String {
+        let command = clap::Command::new("lang-agent mock-llm")
+            .about(
+                "A scripted OpenAI-compatible fake upstream, for tests and benchmarks. \
+                    Directives in the user text script single calls: see src/mock_llm/script.rs.",
+            )
+            .disable_help_flag(true);
+        <MockLlmArgs as Args>::augment_args(command)
+            .render_long_help()
+            .to_string()
+    }
+}
+
+/// `mock-llm --port`'s default, beside the box's 8588 and 8590.
+pub const DEFAULT_MOCK_PORT: u16 = 8591;
+
+/// The router answer `mock-llm --route` scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MockRoute {
+    Chat,
+    Tool,
 }
 
 /// `text` with the `[default: …]` note clap gives flags whose default it applies itself.

@@ -55,6 +55,8 @@ pub struct ServeConfig {
     /// `FAST_AUTH_KEYS` as given; empty means "use or generate the data-dir key".
     pub auth_keys: Vec<Secret>,
     pub no_auth: bool,
+    /// `--demo`: the upstream is the built-in canned model (`base_url` points at it).
+    pub demo: bool,
     /// `--export-to`: copy the log to PostgreSQL while serving
     /// (`crate::export::spawn_follower`).
     pub export: Option<ExportSettings>,
@@ -228,6 +230,14 @@ impl Config {
         })
     }
 
+    /// The same configuration with `base_url` as its upstream and no upstream key
+    /// (`serve --demo`'s built-in model needs none, and the user's key must not go to it).
+    pub fn with_upstream(mut self, base_url: &str) -> Config {
+        self.llm.base_url = base_url.trim_end_matches('/').to_string();
+        self.llm.api_key = None;
+        self
+    }
+
     /// Adds the `serve` settings, checking what only a server needs.
     pub fn for_serve(mut self, args: &ServeArgs) -> Result<(Config, ServeConfig), ConfigError> {
         if self.llm.api_key.is_none() && self.llm.base_url == DEFAULT_BASE_URL {
@@ -298,6 +308,7 @@ impl Config {
             max_body_bytes: args.max_body_bytes,
             auth_keys,
             no_auth: args.no_auth,
+            demo: args.demo,
             export,
             viewer_open: args.viewer_open,
             metrics_open: args.metrics_open,

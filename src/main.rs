@@ -8,6 +8,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+
 use lang_agent::cli::Cli;
 use lang_agent::{commands, logging};
 

@@ -108,15 +108,24 @@ fn the_package_installs_starts_upgrades_and_purges_in_a_throwaway_root() {
     // Install: the user, its private state directory, and where the keys are.
     let installed = stdout(&mut root.chroot(&["dpkg", "-i", "/tmp/lang-agent.deb"]));
     assert!(
-        installed.contains("/etc/lang-agent/env") && installed.contains("api_key"),
+        installed.contains("/etc/lang-agent/env") && installed.contains("keys list"),
         "the install says where the keys go: {installed}"
     );
+    // The first client key is made by the install and shown there, once.
+    let key = installed
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("The first client key (shown only now): ")
+        })
+        .unwrap_or_else(|| panic!("no key in {installed}"))
+        .to_string();
     let user = stdout(&mut root.chroot(&["getent", "passwd", "lang-agent"]));
     assert!(user.contains("/var/lib/lang-agent"), "{user}");
     let state = stdout(&mut root.chroot(&["stat", "-c", "%U %a", "/var/lib/lang-agent"]));
     assert_eq!(state.trim(), "lang-agent 700");
 
-    // Start as the unit does: its user, its command line, no key given: one is made.
+    // Start as the unit does: its user, its command line.
     let mock = Mock::start(0, 0);
     let mut serve = root.chroot_as(
         "lang-agent",
@@ -142,11 +151,15 @@ fn the_package_installs_starts_upgrades_and_purges_in_a_throwaway_root() {
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("HOME", "/var/lib/lang-agent/home")
         .env("LANG_AGENT_LOG", "info");
-    let server = Server::ready(Proc::spawn(serve), &root.path("var/lib/lang-agent"));
-    let key_file = root.path("var/lib/lang-agent/api_key");
-    let key = std::fs::read_to_string(&key_file).unwrap();
-    let owner = stdout(&mut root.chroot(&["stat", "-c", "%U %a", "/var/lib/lang-agent/api_key"]));
+    // The key file root wrote belongs to the service's user, private.
+    let owner =
+        stdout(&mut root.chroot(&["stat", "-c", "%U %a", "/var/lib/lang-agent/api_keys.json"]));
     assert_eq!(owner.trim(), "lang-agent 600");
+    let server = Server::ready(Proc::spawn(serve), &root.path("var/lib/lang-agent"));
+    assert!(
+        !server.proc.log().contains(&key),
+        "the service never prints it"
+    );
     let answer = tokio::runtime::Runtime::new().unwrap().block_on(async {
         http()
             .post(format!("{}/api/v1/apps/app1/completion", server.url))

@@ -11,18 +11,17 @@ async fn with_no_keys_configured_a_private_key_is_generated_printed_once_and_req
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = Server::start_with_env(&data, &mock.base_url, &[], &[]);
-    let key_file = data.join("api_key");
-    let key = std::fs::read_to_string(&key_file)
-        .unwrap()
-        .trim()
-        .to_string();
+    let banner = server.proc.wait_for_line("    la-");
+    let key = banner.trim().to_string();
+    // Kept only as a hash, in a private file.
+    let key_file = data.join("api_keys.json");
+    let stored = std::fs::read_to_string(&key_file).unwrap();
+    assert!(!stored.contains(&key), "{stored}");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let banner = server.proc.wait_for_line("    la-");
-    assert_eq!(banner.trim(), key, "the first start prints the key");
 
     let client = http();
     let url = format!("{}/v1/chat/completions", server.url);
@@ -46,7 +45,7 @@ async fn with_no_keys_configured_a_private_key_is_generated_printed_once_and_req
         !again.proc.log().contains(&key),
         "later starts never print the key"
     );
-    assert_eq!(std::fs::read_to_string(&key_file).unwrap().trim(), key);
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), stored);
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod doctor;
 pub mod export;
+pub mod keys;
 pub mod mock_llm;
 pub mod pipeline;
 pub mod serve;
@@ -35,6 +36,8 @@ pub enum CommandError {
     Backup(#[from] BackupError),
     #[error(transparent)]
     Doctor(#[from] doctor::DoctorFailed),
+    #[error("keys: {0}")]
+    Keys(#[from] crate::auth::KeyStoreError),
 }
 
 /// The exit status of a configuration error: `EX_CONFIG` from sysexits.h. The shipped unit
@@ -60,6 +63,11 @@ pub fn run(cli: Cli) -> Result<(), CommandError> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => {
+                let config = match args.demo {
+                    // The canned model listens first; the box then calls it as its upstream.
+                    true => config.with_upstream(&serve::start_demo_upstream().await?),
+                    false => config,
+                };
                 let (config, settings) = config.for_serve(&args)?;
                 Ok(serve::run(config, settings).await?)
             }
@@ -69,6 +77,7 @@ pub fn run(cli: Cli) -> Result<(), CommandError> {
             Command::Backup(args) => Ok(backup::run_backup(&config, &args).await?),
             Command::Restore(args) => Ok(backup::run_restore(&config, &args).await?),
             Command::Doctor(args) => Ok(doctor::run(config, &args).await?),
+            Command::Keys(command) => Ok(keys::run(&config, &command)?),
         }
     })
 }

@@ -9,15 +9,17 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::pipeline::{Pipeline, PipelineError};
 use crate::agent::prompts::Prompts;
 use crate::api::{self, ApiSettings, AppState};
-use crate::auth::ApiKeys;
+use crate::auth::{ApiKeys, KeyStoreError};
 use crate::config::{Config, ExportSettings, ServeConfig};
 use crate::export::{self, BadBoxId, BoxId, ExportOptions, FollowOptions};
 use crate::http::{self, BindError, bind, run_with_grace, stop_on_signal};
 use crate::metrics::{ExportPosition, Metrics, Readings};
+use crate::mock_llm::{self, Defaults, MockLlmError, MockOptions};
 use crate::pg::{PgTarget, PgUrlError};
 use crate::redact::redact_url;
 use crate::store::backup::{BackupError, ServingLock};
@@ -40,15 +42,30 @@ pub enum ServeError {
     DataDirBusy(PathBuf),
     #[error("cannot lock the data directory: {0}")]
     Lock(BackupError),
-    #[error("cannot set up API keys in {}: {source}", dir.display())]
-    Keys {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot set up API keys: {0}")]
+    Keys(#[from] KeyStoreError),
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
     #[error(transparent)]
     Bind(#[from] BindError),
+}
+
+/// Starts `serve --demo`'s upstream in this process: the fake upstream with its demo script,
+/// paced like a quick model. Returns its base URL.
+pub async fn start_demo_upstream() -> Result<String, MockLlmError> {
+    mock_llm::start_in_process(MockOptions {
+        host: "127.0.0.1".into(),
+        port: 0,
+        delay: Duration::from_millis(150),
+        chunk_delay: Duration::from_millis(20),
+        api_key: None,
+        thinking_delay: Duration::ZERO,
+        defaults: Defaults {
+            demo: true,
+            ..Defaults::default()
+        },
+    })
+    .await
 }
 
 /// Runs `lang-agent serve` until a stop signal.
@@ -66,11 +83,9 @@ pub async fn run(config: Config, serve: ServeConfig) -> Result<(), ServeError> {
         path: db_path.clone(),
         source,
     })?;
-    let (keys, key_source) = ApiKeys::resolve(&serve.auth_keys, serve.no_auth, &config.data_dir)
-        .map_err(|source| ServeError::Keys {
-            dir: config.data_dir.clone(),
-            source,
-        })?;
+    let (keys, key_source) = ApiKeys::resolve(&serve.auth_keys, serve.no_auth, &config.data_dir)?;
+    // At once: a key made now is shown even if the start fails after this (a busy port).
+    key_source.announce(&config.data_dir);
     let metrics = Metrics::new(follow.is_some());
     let export_position = metrics.export_position();
     metrics.set_scrape_source(scrape_source(
@@ -102,7 +117,6 @@ pub async fn run(config: Config, serve: ServeConfig) -> Result<(), ServeError> {
         None => None,
     };
 
-    key_source.announce(&keys, &config.data_dir);
     tracing::info!(
         data = %db_path.display(),
         models = %serve.agent.models_in_use(&config.llm.model),
@@ -110,6 +124,7 @@ pub async fn run(config: Config, serve: ServeConfig) -> Result<(), ServeError> {
         upstream = %redact_url(&config.llm.base_url),
         api = %api_addr,
         viewer = %viewer.as_ref().map_or("off".to_string(), |v| v.1.to_string()),
+        mode = if serve.demo { "demo (canned answers, no LLM key)" } else { "live" },
         "lang-agent ready"
     );
     // Not running under systemd is the normal case for a developer; nothing to report.

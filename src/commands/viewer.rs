@@ -19,7 +19,7 @@ pub enum ViewerCommandError {
     #[error("viewer: {0}")]
     Source(#[from] ViewerError),
     #[error("viewer: API keys: {0}")]
-    Keys(std::io::Error),
+    Keys(#[from] crate::auth::KeyStoreError),
     #[error(transparent)]
     Bind(#[from] BindError),
 }
@@ -43,7 +43,7 @@ pub async fn run(config: &Config, args: &ViewerArgs) -> Result<(), ViewerCommand
         let data_dir = &config.data_dir;
         let (keys, from) = ApiKeys::resolve(&auth_keys_from_env(), false, data_dir)
             .map_err(ViewerCommandError::Keys)?;
-        from.announce(&keys, data_dir);
+        from.announce(data_dir);
         Access::login(keys)
     };
     let addr = socket_addr(&args.host, args.port)?;

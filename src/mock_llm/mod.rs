@@ -5,9 +5,14 @@
 //! reply to a request whose last user message is X, with user messages u1..un, is
 //! `You said: X. I remember: u1 | u2 | ... | un.` streamed in pieces of up to 8 characters.
 //! Directives inside X script failures, the router's decision, tool calls and chatty filler
-//! (see [`script`]), and upstream faults (see [`faults`]). Every request body is recorded and served back at `GET /mock/requests` so
-//! tests can check what the model was shown.
+//! (see [`script`]), and upstream faults (see [`faults`]). Calls without directives get the
+//! command line's defaults ([`Defaults`]: router answer, tool call, answer length) and its
+//! pacing (first-token latency, piece interval, a thinking delay skipped by
+//! `"enable_thinking": false`). Every request body is recorded and served back at
+//! `GET /mock/requests` so tests can check what the model was shown. `serve --demo` runs it in
+//! process with the [`demo`] script.
 
+mod demo;
 mod faults;
 mod script;
 
@@ -26,6 +31,7 @@ use axum::{Json, Router};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+pub use script::Defaults;
 use script::{Answer, Behaviour, CallKind, Script};
 
 /// How the fake upstream listens and paces its answers (`lang-agent mock-llm`'s flags).
@@ -42,6 +48,11 @@ pub struct MockOptions {
     /// The only Bearer key model calls are answered for (others get a 401), as a real
     /// upstream checks its key; `None` answers everyone.
     pub api_key: Option<String>,
+    /// Extra delay before the first byte of a call that does not turn thinking off
+    /// (`"enable_thinking": false`), as hybrid-thinking models think before they answer.
+    pub thinking_delay: Duration,
+    /// What calls without directives get.
+    pub defaults: Defaults,
 }
 
 /// Why the fake upstream stopped.
@@ -66,18 +77,34 @@ struct Mock {
     /// Numbers tool call ids, so that every call of a run has its own.
     next_call_id: Arc<AtomicU64>,
     api_key: Option<Arc<str>>,
+    thinking_delay: Duration,
+    defaults: Arc<Defaults>,
 }
 
 /// Serves the fake upstream until the process is stopped.
 pub async fn run(options: MockOptions) -> Result<(), MockLlmError> {
-    let mock = Mock {
-        delay: options.delay,
-        chunk_delay: options.chunk_delay,
-        requests: Arc::default(),
-        failures: Arc::default(),
-        next_call_id: Arc::new(AtomicU64::new(1)),
-        api_key: options.api_key.map(Arc::from),
-    };
+    let (listener, addr) = listen(&options).await?;
+    println!("mock-llm listening on http://{addr}/v1");
+    serve(listener, options).await
+}
+
+/// Starts the fake upstream on a free port of 127.0.0.1 in this process (`serve --demo`);
+/// returns its base URL. It serves until the process ends.
+pub async fn start_in_process(mut options: MockOptions) -> Result<String, MockLlmError> {
+    options.host = "127.0.0.1".into();
+    options.port = 0;
+    let (listener, addr) = listen(&options).await?;
+    tokio::spawn(async move {
+        if let Err(e) = serve(listener, options).await {
+            tracing::error!("the demo upstream stopped: {e}");
+        }
+    });
+    Ok(format!("http://{addr}/v1"))
+}
+
+async fn listen(
+    options: &MockOptions,
+) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), MockLlmError> {
     let failed = |source| MockLlmError::Listen {
         addr: format!("{}:{}", options.host, options.port),
         source,
@@ -86,7 +113,23 @@ pub async fn run(options: MockOptions) -> Result<(), MockLlmError> {
         .await
         .map_err(failed)?;
     let addr = listener.local_addr().map_err(failed)?;
-    println!("mock-llm listening on http://{addr}/v1");
+    Ok((listener, addr))
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    options: MockOptions,
+) -> Result<(), MockLlmError> {
+    let mock = Mock {
+        delay: options.delay,
+        chunk_delay: options.chunk_delay,
+        requests: Arc::default(),
+        failures: Arc::default(),
+        next_call_id: Arc::new(AtomicU64::new(1)),
+        api_key: options.api_key.map(Arc::from),
+        thinking_delay: options.thinking_delay,
+        defaults: Arc::new(options.defaults),
+    };
     axum::serve(listener.tap_io(crate::http::no_delay), router(mock))
         .await
         .map_err(MockLlmError::Stopped)
@@ -133,7 +176,11 @@ async fn chat_completions(
         }
     }
     mock.requests.lock().unwrap().push(body.clone());
-    let script = Script::read(&body);
+    let script = Script::read_with(&body, &mock.defaults);
+    // A hybrid-thinking model thinks first unless the call turns thinking off.
+    if !mock.thinking_delay.is_zero() && body.get("enable_thinking") != Some(&Value::Bool(false)) {
+        tokio::time::sleep(mock.thinking_delay).await;
+    }
     let delay = match script.kind {
         CallKind::Router => script.route_delay.or(script.delay),
         _ => script.delay,

@@ -108,6 +108,10 @@ pub struct Script {
     pub size: Option<usize>,
     /// `hang_after`: pieces streamed before the mock goes silent.
     pub hang_after: Option<usize>,
+    /// `--tokens`: an answer without a `reply` directive is this many pieces long.
+    pub tokens: Option<usize>,
+    /// `serve --demo`: tool results are told in a sentence, not echoed.
+    pub demo: bool,
 }
 
 /// A scripted upstream fault, see the module documentation.
@@ -131,8 +135,28 @@ pub enum Answer {
     ToolCalls(Vec<(String, String)>),
 }
 
+/// What the command line scripts for calls whose text has no directive for it (`mock-llm`'s
+/// `--route`, `--tool-call`, `--tokens`; `serve --demo`'s canned answers).
+#[derive(Debug, Clone, Default)]
+pub struct Defaults {
+    /// The router's answer when no `route` directive says otherwise (default chat).
+    pub route_tool: bool,
+    /// `(tool, JSON arguments)` called when tools are offered and no `call` directive is given.
+    pub tool_call: Option<(String, String)>,
+    /// Answers (without a `reply` directive) are this many 8-character pieces long.
+    pub tokens: Option<usize>,
+    /// `serve --demo`: friendly canned answers, arithmetic routed to the calculator.
+    pub demo: bool,
+}
+
 impl Script {
+    #[cfg(test)]
     pub fn read(body: &Value) -> Script {
+        Script::read_with(body, &Defaults::default())
+    }
+
+    /// The script of a request, with the command line's `defaults` where its text says nothing.
+    pub fn read_with(body: &Value, defaults: &Defaults) -> Script {
         let messages = body
             .get("messages")
             .and_then(Value::as_array)
@@ -193,7 +217,12 @@ impl Script {
             chat_tool_calls: false,
             size: None,
             hang_after: None,
+            tokens: defaults.tokens,
+            demo: false,
         };
+        if defaults.route_tool {
+            script.route = RouteScript::Tool;
+        }
         for (name, value) in directives(&last_user) {
             match name {
                 "route" => {
@@ -238,6 +267,14 @@ impl Script {
                 _ => {}
             }
         }
+        if script.calls.is_empty()
+            && let Some(call) = &defaults.tool_call
+        {
+            script.calls.push(call.clone());
+        }
+        if defaults.demo && directives(&script.last_user).is_empty() {
+            super::demo::script(&mut script);
+        }
         script
     }
 
@@ -263,6 +300,8 @@ impl Script {
             && (self.tool_results.is_empty() || self.repeat_calls);
         if call_now {
             Answer::ToolCalls(self.calls.clone())
+        } else if !self.tool_results.is_empty() && self.demo {
+            Answer::Text(super::demo::tool_answer(&self.tool_results))
         } else if !self.tool_results.is_empty() && self.reply_override.is_none() {
             Answer::Text(format!("Tool said: {}.", self.tool_results.join(" | ")))
         } else {
@@ -273,11 +312,17 @@ impl Script {
     pub fn reply(&self) -> String {
         let reply = match &self.reply_override {
             Some(text) => text.clone(),
-            None => format!(
-                "You said: {}. I remember: {}.",
-                self.last_user,
-                self.users.join(" | ")
-            ),
+            None => {
+                let said = format!(
+                    "You said: {}. I remember: {}.",
+                    self.last_user,
+                    self.users.join(" | ")
+                );
+                match self.tokens {
+                    Some(tokens) => sized_chars(said, tokens * PIECE_CHARS),
+                    None => said,
+                }
+            }
         };
         self.padded(reply)
     }
@@ -293,8 +338,21 @@ impl Script {
 
     /// How many characters each streamed piece of the reply holds.
     pub fn piece_chars(&self) -> usize {
-        if self.size.is_some() { BIG_PIECE } else { 8 }
+        if self.size.is_some() {
+            BIG_PIECE
+        } else {
+            PIECE_CHARS
+        }
     }
+}
+
+/// Characters in one streamed piece of an ordinary reply (a "token").
+const PIECE_CHARS: usize = 8;
+
+/// `text` cut or padded with `blah ` to exactly `chars` characters.
+fn sized_chars(text: String, chars: usize) -> String {
+    let padding = std::iter::repeat("blah ").flat_map(str::chars);
+    text.chars().chain(padding).take(chars).collect()
 }
 
 /// `[[mock:name=value]]` and `[[mock:name]]` directives, in order.
