@@ -90,10 +90,23 @@ pub enum Command {
     /// exit when one fails.
     #[command(args_override_self = true)]
     Doctor(ServeArgs),
+    /// Talk to the box in the terminal, through the same turn pipeline as the server (takes
+    /// `serve`'s options); reads lines from stdin, so it works from a pipe too.
+    #[command(args_override_self = true)]
+    Chat(ChatArgs),
     /// The box's API keys (kept as hashes in the data directory); changes reach a running
     /// server within a second, no restart.
     #[command(subcommand)]
     Keys(KeysCommand),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ChatArgs {
+    /// Continue this conversation (its id in the log) instead of starting a new one.
+    #[arg(long, value_name = "ID")]
+    pub thread: Option<String>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 #[derive(Debug, Subcommand)]

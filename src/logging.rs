@@ -35,10 +35,16 @@ pub enum LogFormat {
 /// only (the MCP library logs whole protocol structs at info).
 const DEFAULT_FILTER: &str = "info,hyper=warn,reqwest=warn,rmcp=warn";
 
-/// Sets up logging to stderr in `format`, filtered by `LANG_AGENT_LOG` (default: info).
-pub fn init(format: LogFormat) -> LogGuard {
-    let filter = EnvFilter::try_from_env("LANG_AGENT_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+/// What interactive commands (`chat`, `keys`) log when `LANG_AGENT_LOG` says nothing: only
+/// what went wrong, so the conversation is not buried in turn lines.
+pub const QUIET_FILTER: &str = "warn";
+
+/// Sets up logging to stderr in `format`, filtered by `LANG_AGENT_LOG` (default: info, or
+/// warnings only when `quiet`).
+pub fn init(format: LogFormat, quiet: bool) -> LogGuard {
+    let default = if quiet { QUIET_FILTER } else { DEFAULT_FILTER };
+    let filter =
+        EnvFilter::try_from_env("LANG_AGENT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(BUFFERED_LINES)

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use lang_agent::cli::Cli;
+use lang_agent::cli::{Cli, Command};
 use lang_agent::{commands, logging};
 
 fn main() -> ExitCode {
@@ -17,7 +17,8 @@ fn main() -> ExitCode {
     // A missing .env is normal; a broken one is reported by the settings it fails to give.
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
-    let log = logging::init(cli.global.log_format);
+    let quiet = matches!(cli.command, Command::Chat(_) | Command::Keys(_));
+    let log = logging::init(cli.global.log_format, quiet);
     let result = commands::run(cli);
     // Write out the buffered log lines first, so that the reason comes last.
     drop(log);

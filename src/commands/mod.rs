@@ -3,6 +3,7 @@
 //! type why it could not. `main.rs` prints that error as `lang-agent: …`.
 
 pub mod backup;
+pub mod chat;
 pub mod doctor;
 pub mod export;
 pub mod keys;
@@ -36,6 +37,8 @@ pub enum CommandError {
     Backup(#[from] BackupError),
     #[error(transparent)]
     Doctor(#[from] doctor::DoctorFailed),
+    #[error(transparent)]
+    Chat(#[from] chat::ChatError),
     #[error("keys: {0}")]
     Keys(#[from] crate::auth::KeyStoreError),
 }
@@ -77,6 +80,10 @@ pub fn run(cli: Cli) -> Result<(), CommandError> {
             Command::Backup(args) => Ok(backup::run_backup(&config, &args).await?),
             Command::Restore(args) => Ok(backup::run_restore(&config, &args).await?),
             Command::Doctor(args) => Ok(doctor::run(config, &args).await?),
+            Command::Chat(args) => {
+                let (config, settings) = config.for_serve(&args.serve)?;
+                Ok(chat::run(config, settings, args.thread).await?)
+            }
             Command::Keys(command) => Ok(keys::run(&config, &command)?),
         }
     })
