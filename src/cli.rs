@@ -28,7 +28,7 @@ use crate::http::{
 };
 use crate::llm::{
     DEFAULT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT_SECS, DEFAULT_MAX_ANSWER_BYTES,
-    DEFAULT_READ_TIMEOUT_SECS,
+    DEFAULT_READ_TIMEOUT_SECS, Thinking,
 };
 use crate::logging::LogFormat;
 use crate::tools::DEFAULT_TOOL_TIMEOUT_SECS;
@@ -63,6 +63,11 @@ pub struct GlobalArgs {
     /// Upstream chat model name.
     #[arg(long, global = true, default_value = "qwen-plus")]
     pub llm_name: String,
+    /// Hybrid-thinking models (Qwen 3) think before the first spoken word: `auto` turns that
+    /// off on DashScope (`"enable_thinking": false` on every call) and leaves other upstreams
+    /// alone; `off` and `on` send it everywhere.
+    #[arg(long, global = true, value_enum, default_value_t = Thinking::default())]
+    pub thinking: Thinking,
     /// How log lines are written to stderr: readable text, or one JSON object per line.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::default())]
     pub log_format: LogFormat,

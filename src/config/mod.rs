@@ -226,6 +226,7 @@ impl Config {
                 read_timeout: Duration::from_secs(DEFAULT_READ_TIMEOUT_SECS),
                 attempts: DEFAULT_ATTEMPTS,
                 max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+                thinking: global.thinking,
             },
         })
     }

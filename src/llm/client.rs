@@ -45,9 +45,40 @@ pub struct LlmConfig {
     pub attempts: u32,
     /// `--max-answer-bytes`: text plus tool calls of one model answer.
     pub max_answer_bytes: usize,
+    /// `--thinking`: whether hybrid-thinking models may think before answering.
+    pub thinking: Thinking,
+}
+
+/// Whether the upstream's hybrid-thinking models (Qwen 3) think before they answer: a voice
+/// user hears nothing while they do, so the box turns it off where it can.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Thinking {
+    /// Off on DashScope (`"enable_thinking": false` on every call); elsewhere nothing is sent
+    /// and the model server decides.
+    #[default]
+    Auto,
+    /// Every call sends `"enable_thinking": false`.
+    Off,
+    /// Every call sends `"enable_thinking": true`.
+    On,
 }
 
 impl LlmConfig {
+    /// What every call's body carries beside the request itself.
+    pub fn extra_body(&self) -> serde_json::Map<String, Value> {
+        let enable = match self.thinking {
+            Thinking::Auto if self.is_dashscope() => Some(false),
+            Thinking::Auto => None,
+            Thinking::Off => Some(false),
+            Thinking::On => Some(true),
+        };
+        enable
+            .map(|on| ("enable_thinking".to_string(), Value::Bool(on)))
+            .into_iter()
+            .collect()
+    }
+
     /// The upstream is Alibaba's DashScope (any region's `*.aliyuncs.com`): the only place the
     /// default helper model names (`qwen-flash`) exist. A local server (Ollama, vLLM,
     /// llama.cpp) answers 404 for them, so elsewhere every model defaults to `--llm-name`.
@@ -100,6 +131,8 @@ pub struct LlmClient {
     api_key: Option<Secret>,
     attempts: u32,
     limits: AnswerLimits,
+    /// Sent on every call as it is ([`LlmConfig::extra_body`]).
+    extra_body: Arc<serde_json::Map<String, Value>>,
     /// Where each call's duration is counted, under the job this client's calls do.
     observer: Option<(Arc<Metrics>, UpstreamRole)>,
 }
@@ -126,6 +159,7 @@ impl LlmClient {
             limits: AnswerLimits {
                 max_answer_bytes: config.max_answer_bytes,
             },
+            extra_body: Arc::new(config.extra_body()),
             observer: None,
         })
     }
@@ -155,7 +189,7 @@ impl LlmClient {
         on_text: &mut (dyn FnMut(&str) + Send),
     ) -> Result<Completion, LlmError> {
         let started = Instant::now();
-        let body = request_body(request, true);
+        let body = request_body(request, true, &self.extra_body);
         let answer = async {
             let response = self.send(&body).await?;
             let chunks = response.bytes_stream().map(|r| r.map_err(classify));
@@ -172,7 +206,7 @@ impl LlmClient {
     }
 
     async fn complete_once(&self, request: &ChatRequest<'_>) -> Result<Completion, LlmError> {
-        let body = request_body(request, false);
+        let body = request_body(request, false, &self.extra_body);
         let mut response = self.send(&body).await?;
         let (bytes, whole) = read_at_most(&mut response, self.limits.max_event_bytes()).await?;
         if !whole {
@@ -244,12 +278,15 @@ impl LlmClient {
     }
 }
 
-fn request_body(request: &ChatRequest<'_>, stream: bool) -> Value {
-    let mut body = json!({
-        "model": request.model,
-        "messages": request.messages,
-        "stream": stream,
-    });
+fn request_body(
+    request: &ChatRequest<'_>,
+    stream: bool,
+    extra: &serde_json::Map<String, Value>,
+) -> Value {
+    let mut body = Value::Object(extra.clone());
+    body["model"] = json!(request.model);
+    body["messages"] = json!(request.messages);
+    body["stream"] = json!(stream);
     if stream {
         body["stream_options"] = json!({"include_usage": true});
     }

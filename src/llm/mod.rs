@@ -11,7 +11,7 @@ pub use assemble::{
 };
 pub use client::{
     ChatRequest, DEFAULT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT_SECS, DEFAULT_READ_TIMEOUT_SECS,
-    LlmClient, LlmConfig, LlmError,
+    LlmClient, LlmConfig, LlmError, Thinking,
 };
 pub use message::{ChatMessage, Completion, FunctionCall, Role, ToolCall, Usage};
 pub use sampling::{Sampling, ToolChoice};
