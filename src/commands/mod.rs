@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod doctor;
+pub mod eval;
 pub mod export;
 pub mod mock_llm;
 pub mod pipeline;
@@ -35,6 +36,8 @@ pub enum CommandError {
     Backup(#[from] BackupError),
     #[error(transparent)]
     Doctor(#[from] doctor::DoctorFailed),
+    #[error(transparent)]
+    Eval(#[from] eval::EvalError),
 }
 
 /// The exit status of a configuration error: `EX_CONFIG` from sysexits.h. The shipped unit
@@ -69,6 +72,11 @@ pub fn run(cli: Cli) -> Result<(), CommandError> {
             Command::Backup(args) => Ok(backup::run_backup(&config, &args).await?),
             Command::Restore(args) => Ok(backup::run_restore(&config, &args).await?),
             Command::Doctor(args) => Ok(doctor::run(config, &args).await?),
+            Command::Eval(args) if args.from_log => Ok(eval::make_dataset(&config, &args).await?),
+            Command::Eval(args) => {
+                let (config, serve) = config.for_serve(&args.serve)?;
+                Ok(eval::run(config, serve, &args).await?)
+            }
         }
     })
 }
