@@ -120,10 +120,10 @@ pub struct EvalArgs {
     #[arg(long, conflicts_with = "dataset")]
     pub from_log: bool,
     /// With --from-log: turns from this UTC day on (YYYY-MM-DD).
-    #[arg(long, value_name = "DATE", requires = "from_log")]
+    #[arg(long, value_name = "DATE", conflicts_with = "dataset")]
     pub since: Option<chrono::NaiveDate>,
     /// With --from-log: turns up to this UTC day, included (YYYY-MM-DD).
-    #[arg(long, value_name = "DATE", requires = "from_log")]
+    #[arg(long, value_name = "DATE", conflicts_with = "dataset")]
     pub until: Option<chrono::NaiveDate>,
     #[command(flatten)]
     pub serve: ServeArgs,
@@ -431,6 +431,30 @@ mod tests {
         ] {
             assert!(help.contains(shown), "{shown} missing from:\n{help}");
         }
+    }
+
+    #[test]
+    fn eval_takes_a_dataset_or_from_log_and_serve_options() {
+        let parse = |line: &[&str]| -> Result<EvalArgs, clap::Error> {
+            let cli = Cli::try_parse_from([&["lang-agent", "eval"], line].concat())?;
+            match cli.command {
+                Command::Eval(args) => Ok(args),
+                other => panic!("parsed as {other:?}"),
+            }
+        };
+        let run = parse(&["set.jsonl", "--out", "r", "--router-llm-name", "fast"]).unwrap();
+        assert_eq!(run.dataset, Some(PathBuf::from("set.jsonl")));
+        assert_eq!(run.concurrency, 4);
+        assert_eq!(run.serve.router_llm_name.as_deref(), Some("fast"));
+        let made = parse(&["--from-log", "--since", "2026-11-01", "--out", "d.jsonl"]).unwrap();
+        assert!(made.from_log);
+        assert_eq!(made.since, chrono::NaiveDate::from_ymd_opt(2026, 11, 1));
+        assert!(parse(&["--out", "r"]).is_err(), "no dataset");
+        assert!(parse(&["set.jsonl"]).is_err(), "no --out");
+        assert!(parse(&["set.jsonl", "--out", "r", "--from-log"]).is_err());
+        assert!(parse(&["set.jsonl", "--out", "r", "--since", "2026-11-01"]).is_err());
+        assert!(parse(&["--from-log", "--out", "d", "--until", "Nov 1"]).is_err());
+        assert!(parse(&["set.jsonl", "--out", "r", "--concurrency", "0"]).is_err());
     }
 
     #[test]
