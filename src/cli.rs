@@ -103,6 +103,43 @@ pub enum Command {
     /// server within a second, no restart.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Grade the box against a dataset (JSON Lines of questions and expected answers): each
+    /// row runs through the turn pipeline, an LLM judge grades the answers; writes a CSV per
+    /// run and a row of DIR/history.csv. `--from-log` makes such a dataset from the log.
+    #[command(args_override_self = true)]
+    Eval(EvalArgs),
+}
+
+/// `lang-agent eval`: the dataset, where the results go, and the options of the pipeline
+/// (`serve`'s, so a run grades the box as the unit's command line configures it).
+#[derive(Debug, Args, Clone)]
+pub struct EvalArgs {
+    /// The dataset: one JSON object per line,
+    /// `{"inputs":{"text":…},"outputs":{"answer":…,"tool_use":[…]},"route":"chat"|"tool"}`.
+    #[arg(value_name = "DATASET", required_unless_present = "from_log")]
+    pub dataset: Option<PathBuf>,
+    /// Where the run's CSV and history.csv go (created if missing). With --from-log: the
+    /// dataset file to write.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Rows run at once.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
+    /// The model that judges the answers. [default: the --llm-name]
+    #[arg(long, value_name = "NAME")]
+    pub judge_model: Option<String>,
+    /// Make a dataset from the conversation log of --data-dir instead of running one: each
+    /// finished turn becomes a row (its answer the expected answer), written to --out FILE.
+    #[arg(long, conflicts_with = "dataset")]
+    pub from_log: bool,
+    /// With --from-log: turns from this UTC day on (YYYY-MM-DD).
+    #[arg(long, value_name = "DATE", conflicts_with = "dataset")]
+    pub since: Option<chrono::NaiveDate>,
+    /// With --from-log: turns up to this UTC day, included (YYYY-MM-DD).
+    #[arg(long, value_name = "DATE", conflicts_with = "dataset")]
+    pub until: Option<chrono::NaiveDate>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -487,6 +524,30 @@ mod tests {
         ] {
             assert!(help.contains(shown), "{shown} missing from:\n{help}");
         }
+    }
+
+    #[test]
+    fn eval_takes_a_dataset_or_from_log_and_serve_options() {
+        let parse = |line: &[&str]| -> Result<EvalArgs, clap::Error> {
+            let cli = Cli::try_parse_from([&["lang-agent", "eval"], line].concat())?;
+            match cli.command {
+                Command::Eval(args) => Ok(args),
+                other => panic!("parsed as {other:?}"),
+            }
+        };
+        let run = parse(&["set.jsonl", "--out", "r", "--router-llm-name", "fast"]).unwrap();
+        assert_eq!(run.dataset, Some(PathBuf::from("set.jsonl")));
+        assert_eq!(run.concurrency, 4);
+        assert_eq!(run.serve.router_llm_name.as_deref(), Some("fast"));
+        let made = parse(&["--from-log", "--since", "2026-11-01", "--out", "d.jsonl"]).unwrap();
+        assert!(made.from_log);
+        assert_eq!(made.since, chrono::NaiveDate::from_ymd_opt(2026, 11, 1));
+        assert!(parse(&["--out", "r"]).is_err(), "no dataset");
+        assert!(parse(&["set.jsonl"]).is_err(), "no --out");
+        assert!(parse(&["set.jsonl", "--out", "r", "--from-log"]).is_err());
+        assert!(parse(&["set.jsonl", "--out", "r", "--since", "2026-11-01"]).is_err());
+        assert!(parse(&["--from-log", "--out", "d", "--until", "Nov 1"]).is_err());
+        assert!(parse(&["set.jsonl", "--out", "r", "--concurrency", "0"]).is_err());
     }
 
     #[test]

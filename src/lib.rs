@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod eval;
 pub mod export;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -35,7 +35,7 @@ pub enum LogFormat {
 /// only (the MCP library logs whole protocol structs at info).
 const DEFAULT_FILTER: &str = "info,hyper=warn,reqwest=warn,rmcp=warn";
 
-/// What interactive commands (`chat`, `keys`) log when `LANG_AGENT_LOG` says nothing: only
+/// What interactive commands (`chat`, `keys`, `eval`) log when `LANG_AGENT_LOG` says nothing: only
 /// what went wrong, so the conversation is not buried in turn lines.
 pub const QUIET_FILTER: &str = "warn";
 

@@ -17,7 +17,10 @@ fn main() -> ExitCode {
     // A missing .env is normal; a broken one is reported by the settings it fails to give.
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Command::Chat(_) | Command::Keys(_));
+    let quiet = matches!(
+        cli.command,
+        Command::Chat(_) | Command::Keys(_) | Command::Eval(_)
+    );
     let log = logging::init(cli.global.log_format, quiet);
     let result = commands::run(cli);
     // Write out the buffered log lines first, so that the reason comes last.

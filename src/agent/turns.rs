@@ -111,6 +111,10 @@ pub struct TurnSummary {
     pub finish: FinishReason,
     /// The client's tools the model called, for the client to run (finish `ToolCalls`).
     pub tool_calls: Vec<ToolCall>,
+    /// The name of every tool the model called in this turn, in order: the box's own (which
+    /// ran) and the client's (also in `tool_calls`). Empty: the turn took the chat route.
+    /// What `eval` grades the route and tool use by.
+    pub tools_called: Vec<String>,
 }
 
 /// Why a turn did not finish.
@@ -376,7 +380,7 @@ impl TurnRunner {
             }
         }
         let event = match result {
-            Ok(outcome) => TurnEvent::Finished(self.summary(outcome)),
+            Ok(outcome) => TurnEvent::Finished(self.summary(outcome, recorder.tools_called())),
             Err(error) => {
                 match error {
                     TurnError::Interrupted => {}
@@ -395,12 +399,13 @@ impl TurnRunner {
     }
 
     /// What a finished turn reports to its client.
-    fn summary(&self, outcome: AgentOutcome) -> TurnSummary {
+    fn summary(&self, outcome: AgentOutcome, tools_called: &[String]) -> TurnSummary {
         TurnSummary {
             model: self.agent.model_name().to_string(),
             usage: outcome.usage,
             finish: outcome.finish,
             tool_calls: outcome.client_calls,
+            tools_called: tools_called.to_vec(),
         }
     }
 

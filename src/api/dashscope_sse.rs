@@ -143,6 +143,7 @@ mod tests {
             },
             finish: FinishReason::Stop,
             tool_calls: Vec::new(),
+            tools_called: Vec::new(),
         }
     }
 

@@ -155,6 +155,7 @@ mod tests {
             },
             finish: FinishReason::Length,
             tool_calls: Vec::new(),
+            tools_called: Vec::new(),
         }));
         assert_eq!(end.len(), 3);
         let last: Value = serde_json::from_str(&end[0]).unwrap();
@@ -180,6 +181,7 @@ mod tests {
             usage: Usage::default(),
             finish: FinishReason::ToolCalls,
             tool_calls: vec![call],
+            tools_called: Vec::new(),
         }));
         assert_eq!(end.len(), 3);
         let calls: Value = serde_json::from_str(&end[0]).unwrap();

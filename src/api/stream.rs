@@ -57,6 +57,7 @@ pub fn client_ending(
             usage: Usage::default(),
             finish: FinishReason::Stop,
             tool_calls: Vec::new(),
+            tools_called: Vec::new(),
         }),
         Err(error) => Err(ApiError::from(&error)),
     }

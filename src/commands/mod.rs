@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod chat;
 pub mod doctor;
+pub mod eval;
 pub mod export;
 pub mod keys;
 pub mod mock_llm;
@@ -41,6 +42,8 @@ pub enum CommandError {
     Chat(#[from] chat::ChatError),
     #[error("keys: {0}")]
     Keys(#[from] crate::auth::KeyStoreError),
+    #[error(transparent)]
+    Eval(#[from] eval::EvalError),
 }
 
 /// The exit status of a configuration error: `EX_CONFIG` from sysexits.h. The shipped unit
@@ -85,6 +88,11 @@ pub fn run(cli: Cli) -> Result<(), CommandError> {
                 Ok(chat::run(config, settings, args.thread).await?)
             }
             Command::Keys(command) => Ok(keys::run(&config, &command)?),
+            Command::Eval(args) if args.from_log => Ok(eval::make_dataset(&config, &args).await?),
+            Command::Eval(args) => {
+                let (config, serve) = config.for_serve(&args.serve)?;
+                Ok(eval::run(config, serve, &args).await?)
+            }
         }
     })
 }

@@ -231,6 +231,8 @@ async fn reload_prompts_on_sighup(prompts: Prompts) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::redact::Secret;
 

@@ -69,6 +69,7 @@ fn a_bad_base_url_is_shown_without_its_secrets() {
         config_dir: "c".into(),
         base_url: Some("ftp://h/v1?key=hunter2".into()),
         llm_name: "m".into(),
+        thinking: Default::default(),
         log_format: Default::default(),
     })
     .unwrap_err()
@@ -243,4 +244,30 @@ fn turn_limits_default_and_must_be_positive() {
         let err = serve_config(&[flag, "0"]).unwrap_err().to_string();
         assert!(err.contains(flag), "{err}");
     }
+}
+
+#[test]
+fn thinking_is_off_on_dashscope_by_default_and_left_alone_elsewhere() {
+    use crate::llm::Thinking;
+    let extra = |base_url: &str, thinking: Thinking| {
+        let global = GlobalArgs {
+            data_dir: "d".into(),
+            config_dir: "c".into(),
+            base_url: Some(base_url.into()),
+            llm_name: "m".into(),
+            thinking,
+            log_format: Default::default(),
+        };
+        serde_json::Value::Object(Config::from_global(&global).unwrap().llm.extra_body())
+    };
+    let dashscope = "https://dashscope.aliyuncs.com/compatible-mode/v1";
+    let local = "http://127.0.0.1:11434/v1";
+    let off = serde_json::json!({"enable_thinking": false});
+    assert_eq!(extra(dashscope, Thinking::Auto), off);
+    assert_eq!(extra(local, Thinking::Auto), serde_json::json!({}));
+    assert_eq!(extra(local, Thinking::Off), off);
+    assert_eq!(
+        extra(dashscope, Thinking::On),
+        serde_json::json!({"enable_thinking": true})
+    );
 }

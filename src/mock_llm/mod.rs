@@ -202,6 +202,7 @@ async fn chat_completions(
             Err(code) => return error_status(code),
         },
         CallKind::Chatty => (Answer::Text(script.filler_reply()), Behaviour::Answer),
+        CallKind::Judge => (Answer::Text(script.judge_reply()), Behaviour::Answer),
         CallKind::Answer => {
             let behaviour = match script.behaviour.clone() {
                 Behaviour::FailFirst(n) => {

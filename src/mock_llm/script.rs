@@ -12,6 +12,11 @@
 //! **Chatty calls** (the system prompt is the built-in `chatty_prompt.txt`) answer the
 //! [`FILLER`] sentences, or `[[mock:filler=TEXT]]`; failure directives do not apply either.
 //!
+//! **Judge calls** (the system prompt's first line is that of the built-in
+//! `configs/eval/judge_prompt.txt`, `lang-agent eval`'s judge) answer
+//! `{"verdict":"correct","reason":"mock judge"}`, or `"incorrect"` when the judged question
+//! holds `[[mock:judge=incorrect]]`; failure directives do not apply to them.
+//!
 //! **Answer calls** (everything else):
 //! - `[[mock:reply=TEXT]]` answer exactly TEXT;
 //! - `[[mock:status=CODE]]` answer with that HTTP status and an OpenAI error body;
@@ -69,7 +74,17 @@ pub const FILLER: &str = "Let me look into that for you. One moment please. Stil
 pub enum CallKind {
     Router,
     Chatty,
+    Judge,
     Answer,
+}
+
+/// The judge prompt `lang-agent eval` ships (and builds in), whose first line marks a judge
+/// call. Included from the file both use, so the two cannot drift apart.
+const JUDGE_PROMPT: &str = include_str!("../../configs/eval/judge_prompt.txt");
+
+/// The first line of `text`, trimmed.
+fn first_line(text: &str) -> &str {
+    text.trim().lines().next().unwrap_or("").trim()
 }
 
 /// The router's scripted decision.
@@ -94,6 +109,8 @@ pub struct Script {
     pub route: RouteScript,
     pub route_delay: Option<Duration>,
     pub filler: Option<String>,
+    /// `[[mock:judge=incorrect]]`: a judge call finds the answer incorrect.
+    pub judge_incorrect: bool,
     /// `(tool name, JSON arguments)` of each `call` directive.
     pub calls: Vec<(String, String)>,
     pub repeat_calls: bool,
@@ -181,7 +198,12 @@ impl Script {
             .first()
             .filter(|m| m.get("role").and_then(Value::as_str) == Some("system"))
             .map(|m| content_text(m.get("content")));
-        let kind = if body
+        let kind = if first_system
+            .as_deref()
+            .is_some_and(|system| first_line(system) == first_line(JUDGE_PROMPT))
+        {
+            CallKind::Judge
+        } else if body
             .pointer("/response_format/type")
             .and_then(Value::as_str)
             == Some("json_object")
@@ -206,6 +228,7 @@ impl Script {
             route: RouteScript::Chat,
             route_delay: None,
             filler: None,
+            judge_incorrect: false,
             calls: Vec::new(),
             repeat_calls: false,
             tools_offered: body
@@ -235,6 +258,7 @@ impl Script {
                 }
                 "route_delay" => script.route_delay = value.parse().ok().map(Duration::from_millis),
                 "filler" => script.filler = Some(value.to_string()),
+                "judge" => script.judge_incorrect = value == "incorrect",
                 "call" => {
                     let (tool, arguments) = value.split_once(' ').unwrap_or((value, "{}"));
                     script
@@ -286,6 +310,16 @@ impl Script {
             RouteScript::Garbage => Ok("I would say... tools? Or chat. Hard to tell!".into()),
             RouteScript::Fail => Err(500),
         }
+    }
+
+    /// What a judge call answers.
+    pub fn judge_reply(&self) -> String {
+        let verdict = if self.judge_incorrect {
+            "incorrect"
+        } else {
+            "correct"
+        };
+        format!(r#"{{"verdict":"{verdict}","reason":"mock judge"}}"#)
     }
 
     /// What a chatty call answers.
@@ -418,6 +452,28 @@ mod tests {
         assert_eq!(chatty.filler_reply(), FILLER);
         let answer = Script::read(&json!({"messages": [{"role": "system", "content": "x"}, user]}));
         assert_eq!(answer.kind, CallKind::Answer);
+    }
+
+    #[test]
+    fn judge_calls_answer_a_verdict() {
+        let judge = |question: &str| {
+            Script::read(&json!({"messages": [
+                {"role": "system", "content": format!("{JUDGE_PROMPT}\n")},
+                {"role": "user", "content": format!("Question:\n{question}\n\nExpected answer:\n42")}]}))
+        };
+        let correct = judge("6*7? [[mock:status=500]]");
+        assert_eq!(correct.kind, CallKind::Judge);
+        assert_eq!(
+            correct.judge_reply(),
+            r#"{"verdict":"correct","reason":"mock judge"}"#
+        );
+        let incorrect = judge("6*7? [[mock:judge=incorrect]]");
+        assert!(incorrect.judge_reply().contains(r#""verdict":"incorrect""#));
+        // Another prompt that merely mentions verdicts is an answer call.
+        let other = Script::read(&json!({"messages": [
+            {"role": "system", "content": "Reply with a verdict."},
+            {"role": "user", "content": "hi"}]}));
+        assert_eq!(other.kind, CallKind::Answer);
     }
 
     #[test]

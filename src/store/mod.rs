@@ -8,6 +8,7 @@
 //! `serve` opens it with [`Store::open_for_serve`], which also makes the files private and
 //! closes turns a previous run left `running`.
 
+mod answered_turns;
 pub mod backup;
 mod delete;
 mod dialogue_digest;
@@ -31,6 +32,7 @@ use tokio::sync::broadcast;
 use health::{DataDisk, WriterState};
 use writer::Writer;
 
+pub use answered_turns::AnsweredTurn;
 pub use dialogue_digest::{DialogueDigest, STATELESS_CONTINUE_WITHIN_HOURS};
 pub use health::{MIN_FREE_DISK_BYTES, StoreHealth, disk_free_bytes};
 pub use log::{MessageKind, NewMessage, StoredMessage};

@@ -77,6 +77,11 @@ impl Recorder {
         }
     }
 
+    /// The name of every tool the model called so far in this turn, in order.
+    pub(super) fn tools_called(&self) -> &[String] {
+        &self.tools_called
+    }
+
     /// What a stateless client heard of the answer, as it will resend it, when it heard
     /// anything: the text, and the calls of its own tools it was asked to run (it resends
     /// them as the assistant message its tool results answer).
