@@ -11,55 +11,21 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{KEY, Mock, Server, http, ms, percentile};
-use futures::StreamExt;
-use serde_json::json;
+use common::{Mock, Server, http, ms, percentile, timed_turn};
 
 const UPSTREAM_DELAY_MS: u64 = 300;
-
-struct Sample {
-    first_token: Duration,
-    total: Duration,
-}
-
-async fn one_turn(client: &reqwest::Client, server: &Server, session: &str) -> Sample {
-    let started = Instant::now();
-    let response = client
-        .post(format!("{}/api/apps/bench/completion", server.url))
-        .bearer_auth(KEY)
-        .header("X-DashScope-SSE", "enable")
-        .json(
-            &json!({"input": {"messages": [{"role": "user", "content": "how are you doing today?"}],
-                                "session_id": session}, "parameters": {}}),
-        )
-        .send()
-        .await
-        .expect("request");
-    assert!(response.status().is_success(), "{}", response.status());
-    let mut body = response.bytes_stream();
-    let mut first_token = None;
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.expect("body");
-        if first_token.is_none() && String::from_utf8_lossy(&chunk).contains("data:") {
-            first_token = Some(started.elapsed());
-        }
-    }
-    Sample {
-        first_token: first_token.expect("an answer frame"),
-        total: started.elapsed(),
-    }
-}
+const QUESTION: &str = "how are you doing today?";
 
 async fn measure(server: &Server, graph: &str, turns: usize) -> (Vec<Duration>, Vec<Duration>) {
     let client = http();
     // One unmeasured turn opens the connection.
-    one_turn(&client, server, &format!("{graph}-warmup")).await;
+    timed_turn(&client, server, &format!("{graph}-warmup"), QUESTION).await;
     let mut firsts = Vec::new();
     let mut totals = Vec::new();
     for n in 0..turns {
-        let sample = one_turn(&client, server, &format!("{graph}-{n}")).await;
+        let sample = timed_turn(&client, server, &format!("{graph}-{n}"), QUESTION).await;
         firsts.push(sample.first_token);
         totals.push(sample.total);
     }

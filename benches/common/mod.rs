@@ -7,7 +7,9 @@
 #[path = "../../tests/common/mod.rs"]
 mod harness;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
 
 pub use harness::*;
 
@@ -66,4 +68,45 @@ pub fn raise_fd_limit() -> u64 {
         }
     }
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+/// One timed DashScope streaming turn.
+pub struct Sample {
+    /// Until the first SSE data frame: what a voice user waits before the first word.
+    pub first_token: Duration,
+    pub total: Duration,
+}
+
+/// Asks `text` on `session` of `server` as a streaming DashScope call and times it.
+pub async fn timed_turn(
+    client: &reqwest::Client,
+    server: &Server,
+    session: &str,
+    text: &str,
+) -> Sample {
+    let started = Instant::now();
+    let response = client
+        .post(format!("{}/api/apps/bench/completion", server.url))
+        .bearer_auth(KEY)
+        .header("X-DashScope-SSE", "enable")
+        .json(
+            &serde_json::json!({"input": {"messages": [{"role": "user", "content": text}],
+                                            "session_id": session}, "parameters": {}}),
+        )
+        .send()
+        .await
+        .expect("request");
+    assert!(response.status().is_success(), "{}", response.status());
+    let mut body = response.bytes_stream();
+    let mut first_token = None;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.expect("body");
+        if first_token.is_none() && String::from_utf8_lossy(&chunk).contains("data:") {
+            first_token = Some(started.elapsed());
+        }
+    }
+    Sample {
+        first_token: first_token.expect("an answer frame"),
+        total: started.elapsed(),
+    }
 }
