@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod export;
 pub mod mock_llm;
 pub mod serve;
+pub mod stress;
 pub mod viewer;
 
 use crate::cli::{Cli, Command};
@@ -34,6 +35,8 @@ pub enum CommandError {
     Backup(#[from] BackupError),
     #[error(transparent)]
     Doctor(#[from] doctor::DoctorFailed),
+    #[error(transparent)]
+    Stress(#[from] crate::stress::StressError),
 }
 
 /// The exit status of a configuration error: `EX_CONFIG` from sysexits.h. The shipped unit
@@ -68,6 +71,7 @@ pub fn run(cli: Cli) -> Result<(), CommandError> {
             Command::Backup(args) => Ok(backup::run_backup(&config, &args).await?),
             Command::Restore(args) => Ok(backup::run_restore(&config, &args).await?),
             Command::Doctor(args) => Ok(doctor::run(config, &args).await?),
+            Command::Stress(args) => Ok(stress::run(&args).await?),
         }
     })
 }
