@@ -10,8 +10,10 @@ mod harness;
 pub use harness::*;
 
 // The figures and the memory reading are `lang-agent stress`'s, so that a benchmark's p99 and
-// the stress table's mean the same thing.
+// the stress table's mean the same thing. (Each benchmark uses its own part.)
+#[allow(unused_imports)]
 pub use lang_agent::stress::rss::rss_kib;
+#[allow(unused_imports)]
 pub use lang_agent::stress::stats::{ms, percentile};
 
 /// CPU time the process has used, user + system, from /proc (clock ticks of 10 ms).

@@ -18,14 +18,17 @@ pub fn render_svg(levels: &[LevelFigures], title: &str) -> Result<String, String
 
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
+/// Which figure of a level a series shows.
+type Pick = fn(&LevelFigures) -> Option<f64>;
+
 fn draw(svg: &mut String, levels: &[LevelFigures], title: &str) -> DrawResult {
-    let series: [(&str, RGBColor, fn(&LevelFigures) -> Option<f64>); 3] = [
+    let series: [(&str, RGBColor, Pick); 3] = [
         ("p50", RGBColor(0x1f, 0x77, 0xb4), |f| f.p50_ms),
         ("p95", RGBColor(0xff, 0x7f, 0x0e), |f| f.p95_ms),
         ("p99", RGBColor(0xd6, 0x27, 0x28), |f| f.p99_ms),
     ];
     // Level i is drawn at the centre of slot i.
-    let points = |pick: fn(&LevelFigures) -> Option<f64>| -> Vec<(SegmentValue<usize>, f64)> {
+    let points = |pick: Pick| -> Vec<(SegmentValue<usize>, f64)> {
         levels
             .iter()
             .enumerate()
