@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 # and never in a cycle.
 LAYERS=(
     "+ main cli config commands fuzzing" # the binary, its command line, its commands; fuzz entries
-    "- api viewer export mock_llm eval" # surfaces and whole features, independent of each other
+    "- api viewer export mock_llm eval stress" # surfaces and whole features, independent of each other
     "- agent"                      # turns: the runner, the graphs
     "- tools llm"                  # what the agent calls
     "- store"                      # the SQLite log

@@ -31,6 +31,7 @@ use crate::llm::{
     DEFAULT_READ_TIMEOUT_SECS, Thinking,
 };
 use crate::logging::LogFormat;
+use crate::stress::StressApi;
 use crate::tools::DEFAULT_TOOL_TIMEOUT_SECS;
 use crate::tools::mcp::MCP_CONFIG_FILE;
 use crate::viewer::DEFAULT_PORT as DEFAULT_VIEWER_PORT;
@@ -108,6 +109,10 @@ pub enum Command {
     /// run and a row of DIR/history.csv. `--from-log` makes such a dataset from the log.
     #[command(args_override_self = true)]
     Eval(EvalArgs),
+    /// Load a running server with concurrent DashScope or OpenAI calls, level after level, and
+    /// print the figures (success, throughput, latency percentiles, time to first byte, the
+    /// local server's memory). Exits 1 when any request of any level failed.
+    Stress(StressArgs),
 }
 
 /// `lang-agent eval`: the dataset, where the results go, and the options of the pipeline
@@ -476,6 +481,57 @@ pub const DEFAULT_MOCK_PORT: u16 = 8591;
 pub enum MockRoute {
     Chat,
     Tool,
+}
+
+/// `lang-agent stress`: where to, how hard, and where the figures go.
+#[derive(Debug, Args, Clone)]
+pub struct StressArgs {
+    /// The server's base URL.
+    #[arg(long, value_name = "BASE", default_value = "http://127.0.0.1:8588")]
+    pub url: String,
+    /// Which API to call: DashScope (`/api/v1/apps/stress/completion`) or OpenAI
+    /// (`/v1/chat/completions`).
+    #[arg(long, value_enum, default_value_t = StressApi::Dashscope)]
+    pub api: StressApi,
+    /// API key, sent as `Authorization: Bearer KEY`; without it no key is sent.
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+    /// Clients at once, one level each (comma-separated).
+    #[arg(
+        long,
+        value_name = "N,N,…",
+        value_delimiter = ',',
+        default_value = "1,10,50,200"
+    )]
+    pub concurrency: Vec<usize>,
+    /// Requests in all per level, paired with --concurrency level by level (or one value for
+    /// every level).
+    #[arg(
+        long,
+        value_name = "N,N,…",
+        value_delimiter = ',',
+        default_value = "10,50,200,1000"
+    )]
+    pub requests: Vec<usize>,
+    /// Stream the answers (SSE); time to first byte is then the first event's.
+    #[arg(long)]
+    pub stream: bool,
+    /// What every request asks.
+    #[arg(
+        long,
+        value_name = "TEXT",
+        default_value = "What is the weather like today?"
+    )]
+    pub prompt: String,
+    /// Longest one request may take to its answer's end, seconds; past it the request failed.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub timeout_secs: u64,
+    /// Also write every level's figures to FILE as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Also draw p50/p95/p99 latency against concurrency to FILE (SVG).
+    #[arg(long, value_name = "FILE.svg")]
+    pub chart: Option<PathBuf>,
 }
 
 /// `text` with the `[default: …]` note clap gives flags whose default it applies itself.

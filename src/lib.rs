@@ -20,5 +20,6 @@ pub mod pg;
 pub mod redact;
 pub mod sse_events;
 pub mod store;
+pub mod stress;
 pub mod tools;
 pub mod viewer;

@@ -13,27 +13,12 @@ use futures::StreamExt;
 
 pub use harness::*;
 
-/// The `p` quantile of sorted samples (nearest rank).
-pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-pub fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// A KiB figure of /proc/<pid>/status (`VmRSS:`, `VmHWM:`); 0 once the process is gone.
-pub fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
+// The figures and the memory reading are `lang-agent stress`'s, so that a benchmark's p99 and
+// the stress table's mean the same thing. (Each benchmark uses its own part.)
+#[allow(unused_imports)]
+pub use lang_agent::stress::rss::rss_kib;
+#[allow(unused_imports)]
+pub use lang_agent::stress::stats::{ms, percentile};
 
 /// CPU time the process has used, user + system, from /proc (clock ticks of 10 ms).
 pub fn cpu_ms(pid: u32) -> f64 {

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod mock_llm;
 pub mod pipeline;
 pub mod serve;
+pub mod stress;
 pub mod viewer;
 
 use crate::cli::{Cli, Command};
@@ -44,6 +45,8 @@ pub enum CommandError {
     Keys(#[from] crate::auth::KeyStoreError),
     #[error(transparent)]
     Eval(#[from] eval::EvalError),
+    #[error(transparent)]
+    Stress(#[from] crate::stress::StressError),
 }
 
 /// The exit status of a configuration error: `EX_CONFIG` from sysexits.h. The shipped unit
@@ -93,6 +96,7 @@ pub fn run(cli: Cli) -> Result<(), CommandError> {
                 let (config, serve) = config.for_serve(&args.serve)?;
                 Ok(eval::run(config, serve, &args).await?)
             }
+            Command::Stress(args) => Ok(stress::run(&args).await?),
         }
     })
 }
