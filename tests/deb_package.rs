@@ -175,14 +175,7 @@ fn the_package_installs_starts_upgrades_and_purges_in_a_throwaway_root() {
 
     // A stdio MCP server started by `npx`, as the README shows, with the unit's user, umask
     // and Environment= (its home and npm cache): doctor connects and lists its tools.
-    let everything = everything_stdio_entry();
-    let node_dir = Path::new(everything["args"][0].as_str().unwrap())
-        .ancestors()
-        .find(|p| p.ends_with("mcp-node"))
-        .unwrap()
-        .to_path_buf();
-    let npx = json!({"mcpServers": {"everything": {"command": "npx",
-        "args": ["--offline", "--yes", "@modelcontextprotocol/server-everything", "stdio"]}}});
+    let (node_dir, npx) = everything_npx_config();
     std::fs::write(root.path("tmp/mcp.json"), npx.to_string()).unwrap();
     let unit =
         std::fs::read_to_string(root.path("usr/lib/systemd/system/lang-agent.service")).unwrap();

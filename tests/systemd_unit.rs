@@ -196,20 +196,9 @@ fn a_stdio_mcp_server_answers_under_the_units_sandbox() {
     );
 
     // Outside /tmp (PrivateTmp) and /home (ProtectHome): under target/.
-    let everything = everything_stdio_entry();
-    let node_dir = Path::new(everything["args"][0].as_str().unwrap())
-        .ancestors()
-        .find(|p| p.ends_with("mcp-node"))
-        .unwrap()
-        .to_path_buf();
+    let (node_dir, npx) = everything_npx_config();
     let config = node_dir.join("systemd-run-mcp.json");
-    std::fs::write(
-        &config,
-        serde_json::json!({"mcpServers": {"everything": {"command": "npx",
-            "args": ["--offline", "--yes", "@modelcontextprotocol/server-everything", "stdio"]}}})
-        .to_string(),
-    )
-    .unwrap();
+    std::fs::write(&config, npx.to_string()).unwrap();
     let mock = Mock::start(0, 0);
     let name = "lang-agent-sandbox-test";
     let mut run = Command::new("systemd-run");

@@ -415,6 +415,21 @@ pub fn everything_stdio_entry() -> serde_json::Value {
     serde_json::json!({"command": "node", "args": [entry, "stdio"]})
 }
 
+/// `@modelcontextprotocol/server-everything` started the README's way, by `npx` (offline: from
+/// the directory it is installed in, which the caller runs in), as an `mcp_config.json`; and
+/// that directory.
+pub fn everything_npx_config() -> (PathBuf, serde_json::Value) {
+    let everything = everything_stdio_entry();
+    let node_dir = Path::new(everything["args"][0].as_str().unwrap())
+        .ancestors()
+        .find(|p| p.ends_with("mcp-node"))
+        .unwrap()
+        .to_path_buf();
+    let config = serde_json::json!({"mcpServers": {"everything": {"command": "npx",
+        "args": ["--offline", "--yes", "@modelcontextprotocol/server-everything", "stdio"]}}});
+    (node_dir, config)
+}
+
 /// A config directory holding `mcp_config.json` with `config` (and the default prompts).
 pub fn config_dir_with_mcp(parent: &Path, config: &serde_json::Value) -> PathBuf {
     let dir = parent.join("configs");
