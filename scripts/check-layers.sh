@@ -2,7 +2,7 @@
 # Checks that the module graph runs one way: prints every module → module import edge of
 # src/ (top-level modules: `crate::x` and `super::x` paths in the code, `lang_agent::x` in
 # main.rs) and fails when one goes up the layer order below, when a module has no layer, when
-# anything but main.rs, config.rs and the commands reads cli.rs, or when the edges make a cycle.
+# anything but main.rs, config.rs and the commands reads cli, or when the edges make a cycle.
 #
 # Test code (a `#[cfg(test)] mod tests { … }`, which closes its file, and `tests.rs` files) is
 # not counted: a test may check how a lower layer's error looks to a higher one. Comments are
@@ -23,7 +23,7 @@ LAYERS=(
     "- store"                      # the SQLite log
     "+ http auth pg redact logging sse_events metrics" # shared leaves
 )
-# Only these may read cli.rs (the command line): the rest gets plain settings.
+# Only these may read cli (the command line): the rest gets plain settings.
 CLI_READERS=" main config commands "
 
 quiet=false
@@ -133,7 +133,7 @@ for edge in "${all[@]}"; do
         verdict="SAME LAYER"
     fi
     if [[ "$to" == cli && "$CLI_READERS" != *" $from "* ]]; then
-        problem "$from reads cli.rs; only${CLI_READERS}do (give it plain settings)"
+        problem "$from reads cli; only${CLI_READERS}do (give it plain settings)"
         verdict="READS CLI"
     fi
     $quiet || printf '%-12s → %-12s %s\n' "$from" "$to" "$verdict"
