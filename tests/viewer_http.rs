@@ -482,7 +482,17 @@ async fn search_filters_and_paging() {
 /// A turn as a stateless call logs it: a conversation begun without a session id.
 async fn stateless_turn(store: &Store, id: &str, user: &str, answer: &str) {
     let said = vec![NewMessage::new(MessageKind::Human, user)];
-    let (turn, _) = store.open_turn(id, None, "m", said, 0, true).await.unwrap();
+    let (turn, _) = store
+        .open_turn(
+            id,
+            None,
+            "m",
+            said,
+            0,
+            &lang_agent::store::ConversationTags::stateless(true),
+        )
+        .await
+        .unwrap();
     let outcome = TurnOutcome {
         status: TurnStatus::Done,
         error: None,

@@ -43,7 +43,7 @@ use super::memory::{from_log, to_log};
 use super::{Agent, AgentEvent, AgentOutcome, AgentSink, FinishReason, TurnInput, TurnOptions};
 use crate::llm::{ChatMessage, LlmError, ToolCall, Usage};
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{ConversationTags, Store};
 
 pub use self::thread_name::{
     APP_DEVICE_SEPARATOR, CallIds, ThreadChoice, ThreadNameError, TurnPlace, device_of,
@@ -310,7 +310,7 @@ impl TurnRunner {
                 self.agent.model_name(),
                 rows,
                 memory_limit,
-                stateless,
+                &ConversationTags::stateless(stateless),
             )
             .await
             .map(|(turn_id, memory)| {

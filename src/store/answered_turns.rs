@@ -76,6 +76,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use crate::store::ConversationTags;
     use crate::store::{MessageKind, NewMessage, TurnOutcome, TurnStatus, open_temp};
 
     fn outcome(status: TurnStatus) -> TurnOutcome {
@@ -95,7 +96,14 @@ mod tests {
         let user = |text: &str| vec![NewMessage::new(MessageKind::Human, text)];
         // A chat turn.
         let (t1, _) = store
-            .open_turn("c1", None, "m", user("hi"), 10, false)
+            .open_turn(
+                "c1",
+                None,
+                "m",
+                user("hi"),
+                10,
+                &ConversationTags::stateless(false),
+            )
             .await
             .unwrap();
         let answer = vec![NewMessage::new(MessageKind::Ai, "hello")];
@@ -105,7 +113,14 @@ mod tests {
             .unwrap();
         // A tool turn.
         let (t2, _) = store
-            .open_turn("c1", None, "m", user("6*7?"), 10, false)
+            .open_turn(
+                "c1",
+                None,
+                "m",
+                user("6*7?"),
+                10,
+                &ConversationTags::stateless(false),
+            )
             .await
             .unwrap();
         let mut call = NewMessage::new(MessageKind::Ai, "");
@@ -123,7 +138,14 @@ mod tests {
             .unwrap();
         // A failed turn is no example.
         let (t3, _) = store
-            .open_turn("c2", None, "m", user("broken"), 10, false)
+            .open_turn(
+                "c2",
+                None,
+                "m",
+                user("broken"),
+                10,
+                &ConversationTags::stateless(false),
+            )
             .await
             .unwrap();
         store

@@ -157,6 +157,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::ConversationTags;
     use crate::store::{MessageKind, open_temp};
 
     fn human(text: &str) -> NewMessage {
@@ -204,7 +205,14 @@ mod tests {
 
     async fn stateless_turn(store: &Store, id: &str, said: &[NewMessage], heard: &str) {
         let (turn, _) = store
-            .open_turn(id, None, "m", said.to_vec(), 0, true)
+            .open_turn(
+                id,
+                None,
+                "m",
+                said.to_vec(),
+                0,
+                &ConversationTags::stateless(true),
+            )
             .await
             .unwrap();
         store
@@ -251,7 +259,14 @@ mod tests {
         let (_dir, store) = open_temp();
         // A session's conversation keeps no digest.
         let (turn, _) = store
-            .open_turn("session", None, "m", vec![human("hi")], 0, false)
+            .open_turn(
+                "session",
+                None,
+                "m",
+                vec![human("hi")],
+                0,
+                &ConversationTags::stateless(false),
+            )
             .await
             .unwrap();
         store

@@ -158,6 +158,7 @@ fn probe(conn: &rusqlite::Connection) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::ConversationTags;
     use crate::store::{NewMessage, StoredMessage, open_temp};
 
     /// Caps the database at its current size: the next write that needs a new page fails with
@@ -183,7 +184,16 @@ mod tests {
         let store = store.clone();
         async move {
             let big = NewMessage::new(crate::store::MessageKind::Human, "words ".repeat(50_000));
-            store.open_turn("c", None, "m", vec![big], 10, false).await
+            store
+                .open_turn(
+                    "c",
+                    None,
+                    "m",
+                    vec![big],
+                    10,
+                    &ConversationTags::stateless(false),
+                )
+                .await
         }
     }
 

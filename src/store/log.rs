@@ -198,7 +198,8 @@ pub(super) fn insert_messages(
     messages: &[NewMessage],
 ) -> Result<(bool, Vec<i64>), StoreError> {
     let now = now_timestamp();
-    let created = ensure_conversation(tx, conversation, device, false, &now)?;
+    let created =
+        ensure_conversation(tx, conversation, device, &ConversationTags::default(), &now)?;
     let mut next: i64 = tx.query_row(
         "SELECT message_count FROM conversations WHERE conversation_id = ?1",
         [conversation],
@@ -235,20 +236,82 @@ pub(super) fn insert_messages(
     Ok((created, seqs))
 }
 
+/// The profile a conversation is answered by when none is named: the column's default, and
+/// the profile the box's flags and `agent.json` make.
+pub const DEFAULT_PROFILE: &str = "default";
+
+/// Where a conversation came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// A client of the DashScope or OpenAI API (or `chat`, `eval`).
+    #[default]
+    Api,
+    /// The box page's try-it chat in the viewer.
+    Page,
+}
+
+impl Origin {
+    /// As stored in `conversations.origin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Api => "api",
+            Origin::Page => "page",
+        }
+    }
+}
+
+/// What a conversation is, fixed when its first message is logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationTags {
+    /// Begun by a call without a session or thread id (see `dialogue_digest`).
+    pub stateless: bool,
+    /// The profile that answers it (exported as `pipeline_id`).
+    pub profile: String,
+    pub origin: Origin,
+}
+
+impl Default for ConversationTags {
+    fn default() -> Self {
+        ConversationTags {
+            stateless: false,
+            profile: DEFAULT_PROFILE.to_string(),
+            origin: Origin::Api,
+        }
+    }
+}
+
+impl ConversationTags {
+    /// An API conversation of the default profile.
+    pub fn stateless(stateless: bool) -> Self {
+        ConversationTags {
+            stateless,
+            ..ConversationTags::default()
+        }
+    }
+}
+
 /// Creates the conversation row if missing (marked `stateless` when a call without a session
 /// or thread id begins it); returns whether it was created.
 pub(super) fn ensure_conversation(
     tx: &rusqlite::Connection,
     conversation_id: &str,
     device_id: Option<&str>,
-    stateless: bool,
+    tags: &ConversationTags,
     now: &str,
 ) -> Result<bool, StoreError> {
     let inserted = tx.execute(
         "INSERT INTO conversations
-             (conversation_id, device_id, message_count, created_at, updated_at, stateless)
-         VALUES (?1, ?2, 0, ?3, ?3, ?4) ON CONFLICT (conversation_id) DO NOTHING",
-        params![conversation_id, device_id, now, stateless],
+             (conversation_id, device_id, message_count, created_at, updated_at, stateless,
+              profile, origin)
+         VALUES (?1, ?2, 0, ?3, ?3, ?4, ?5, ?6) ON CONFLICT (conversation_id) DO NOTHING",
+        params![
+            conversation_id,
+            device_id,
+            now,
+            tags.stateless,
+            tags.profile,
+            tags.origin.as_str()
+        ],
     )?;
     Ok(inserted == 1)
 }
@@ -331,7 +394,14 @@ mod tests {
     ) -> Vec<String> {
         let messages = vec![NewMessage::new(MessageKind::Human, text)];
         let (_, memory) = store
-            .open_turn(conversation, device, "m", messages, 3, false)
+            .open_turn(
+                conversation,
+                device,
+                "m",
+                messages,
+                3,
+                &ConversationTags::stateless(false),
+            )
             .await
             .unwrap();
         memory.into_iter().map(|m| m.message.content).collect()

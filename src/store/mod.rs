@@ -35,7 +35,7 @@ use writer::Writer;
 pub use answered_turns::AnsweredTurn;
 pub use dialogue_digest::{DialogueDigest, STATELESS_CONTINUE_WITHIN_HOURS};
 pub use health::{MIN_FREE_DISK_BYTES, StoreHealth, disk_free_bytes};
-pub use log::{MessageKind, NewMessage, StoredMessage};
+pub use log::{ConversationTags, DEFAULT_PROFILE, MessageKind, NewMessage, Origin, StoredMessage};
 pub use turn_rows::{TurnOutcome, TurnStatus};
 
 /// What went wrong talking to the database.

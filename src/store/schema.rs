@@ -118,9 +118,17 @@ CREATE INDEX idx_conversations_stateless_digest
     ON conversations (dialogue_digest, updated_at) WHERE stateless = 1;
 "#;
 
+/// Profiles and the box page: which profile answered a conversation (the export's
+/// `pipeline_id`; the default profile is `default`), and where it came from (`api`, or `page`
+/// for the box page's try-it chat).
+const V5: &str = r#"
+ALTER TABLE conversations ADD COLUMN profile TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE conversations ADD COLUMN origin TEXT NOT NULL DEFAULT 'api';
+"#;
+
 /// All migrations, oldest first.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3), M::up(V4)])
+    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3), M::up(V4), M::up(V5)])
 }
 
 #[cfg(test)]

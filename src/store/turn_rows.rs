@@ -7,8 +7,8 @@ use rusqlite::params;
 
 use super::dialogue_digest::extend_conversation;
 use super::log::{
-    NewMessage, StoredMessage, ensure_conversation, enter_device_conversation, insert_messages,
-    memory_rows,
+    ConversationTags, NewMessage, StoredMessage, ensure_conversation, enter_device_conversation,
+    insert_messages, memory_rows,
 };
 use super::{Store, StoreError, StoreEvent, now_timestamp};
 
@@ -61,8 +61,9 @@ impl Store {
     /// model will see. Returns the turn's id and that memory. Refused at once while the data
     /// disk is full ([`StoreError::DiskFull`]): a turn that cannot be stored is not started.
     ///
-    /// A `stateless` turn (a call without a session or thread id) creates its conversation
-    /// marked stateless, and its messages extend the conversation's dialogue digest.
+    /// A new conversation gets `tags` (its profile and origin). A stateless turn (a call
+    /// without a session or thread id) creates its conversation marked stateless, and its
+    /// messages extend the conversation's dialogue digest.
     pub async fn open_turn(
         &self,
         conversation_id: &str,
@@ -70,9 +71,11 @@ impl Store {
         model: &str,
         messages: Vec<NewMessage>,
         memory_limit: usize,
-        stateless: bool,
+        tags: &ConversationTags,
     ) -> Result<(i64, Vec<StoredMessage>), StoreError> {
         self.check_room()?;
+        let stateless = tags.stateless;
+        let tags = tags.clone();
         let conversation = conversation_id.to_string();
         let device = device_id.map(str::to_string);
         let model = model.to_string();
@@ -83,7 +86,7 @@ impl Store {
                 }
                 let now = now_timestamp();
                 let created =
-                    ensure_conversation(tx, &conversation, device.as_deref(), stateless, &now)?;
+                    ensure_conversation(tx, &conversation, device.as_deref(), &tags, &now)?;
                 tx.execute(
                     "INSERT INTO turns (conversation_id, model, status, started_at)
                      VALUES (?1, ?2, 'running', ?3)",
@@ -177,7 +180,7 @@ mod tests {
                 "qwen-plus",
                 vec![NewMessage::new(crate::store::MessageKind::Human, "hi")],
                 10,
-                false,
+                &ConversationTags::stateless(false),
             )
             .await
             .unwrap();
@@ -229,7 +232,14 @@ mod tests {
     async fn serving_closes_the_turns_a_previous_run_left_running() {
         let (dir, store) = open_temp();
         let (left, _) = store
-            .open_turn("c", None, "m", vec![], 10, false)
+            .open_turn(
+                "c",
+                None,
+                "m",
+                vec![],
+                10,
+                &ConversationTags::stateless(false),
+            )
             .await
             .unwrap();
         drop(store);
