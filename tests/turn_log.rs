@@ -23,7 +23,10 @@ async fn every_finished_turn_is_one_json_line_saying_what_happened() {
     let sse = dashscope_stream(&server, Some("log-tool"), &tool).await;
     assert!(sse.contains("Tool said: 1813."), "{sse}");
 
-    server.proc.wait_for_line("\"thread\":\"log-tool\"");
+    // Other lines of the tool turn carry its thread too; wait for the turn line itself.
+    server
+        .proc
+        .wait_for_line_with(&["\"message\":\"turn\"", "\"thread\":\"log-tool\""]);
     let lines: Vec<Value> = server
         .proc
         .log()
@@ -139,7 +142,12 @@ async fn the_client_gets_the_request_id_that_every_line_of_its_turn_carries() {
     let refused_body: Value = refused.json().await.unwrap();
     assert_eq!(refused_body["request_id"], json!(refused_id));
 
-    server.proc.wait_for_line("\"thread\":\"rid-chat\"");
+    // Debug lines carry the thread too; wait for both turns' own lines.
+    for thread in ["\"thread\":\"rid-tool\"", "\"thread\":\"rid-chat\""] {
+        server
+            .proc
+            .wait_for_line_with(&["\"message\":\"turn\"", thread]);
+    }
     let lines = json_lines(&server);
     let of_request = |id: &str| -> Vec<Value> {
         lines

@@ -64,14 +64,21 @@ impl Proc {
     /// Waits for an output line containing `needle`, returning it; panics with the output
     /// on timeout.
     pub fn wait_for_line(&self, needle: &str) -> String {
+        self.wait_for_line_with(&[needle])
+    }
+
+    /// Waits for one output line holding every one of `needles` (e.g. a JSON line's
+    /// message and its thread, which other lines of the same turn also carry).
+    pub fn wait_for_line_with(&self, needles: &[&str]) -> String {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while std::time::Instant::now() < deadline {
-            if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
+            let log = self.log();
+            if let Some(line) = log.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
                 return line.to_string();
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("no line with {needle:?}; output so far:\n{}", self.log());
+        panic!("no line with {needles:?}; output so far:\n{}", self.log());
     }
 
     /// Waits for the process to exit, returning its status code.
