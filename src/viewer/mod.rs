@@ -13,6 +13,7 @@
 
 mod api;
 mod assets;
+mod box_control;
 mod changes;
 mod live;
 mod model;
@@ -36,6 +37,7 @@ use axum::routing::{get, post};
 use crate::auth::ApiKeys;
 use crate::store::StoreError;
 
+pub use box_control::{BoxControl, BoxError, BoxStatus, McpServerView, ProfileView, PromptView};
 pub use model::{ConversationSummary, ListFilter, ListPage, Message};
 pub use session::Access;
 pub use source::Source;
