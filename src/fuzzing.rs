@@ -6,10 +6,13 @@
 //! crate-private parsing code, and so that every crash the fuzzer finds can be replayed as an
 //! ordinary unit test here, under `cargo test`.
 
+use std::sync::OnceLock;
+
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::agent::ClientPromptMode;
+use crate::agent::profile::{Profile, Profiles};
 use crate::agent::turns::MemoryScope;
 use crate::agent::turns::{APP_DEVICE_SEPARATOR, ThreadChoice, TurnRequest};
 use crate::api::ApiSettings;
@@ -20,6 +23,7 @@ use crate::api::openai;
 use crate::llm::{
     AnswerLimits, FINISH_LENGTH, LlmError, MAX_TOOL_CALLS_PER_STEP, Role, assemble_sse,
 };
+use crate::store::DEFAULT_PROFILE;
 use crate::tools::mcp::config::{self, McpTransport};
 
 /// App ids a DashScope call may name in its path, the awkward ones included (axum decodes
@@ -51,23 +55,22 @@ pub fn dashscope_request(data: &[u8]) {
     if pick & (1 << 5) != 0 {
         headers.insert("x-dashscope-sse", HeaderValue::from_static("enable"));
     }
-    let settings = settings(
-        if pick & (1 << 6) != 0 {
-            MemoryScope::App
-        } else {
-            MemoryScope::Session
-        },
-        pick & (1 << 7) != 0,
-    );
+    let scope = if pick & (1 << 6) != 0 {
+        MemoryScope::App
+    } else {
+        MemoryScope::Session
+    };
+    let settings = settings(pick & (1 << 7) != 0);
     let result = dashscope::parse_call(
         Ok(Bytes::copy_from_slice(data)),
         &headers,
         app_id,
         path_session.map(str::to_string),
         &settings,
+        profiles(scope),
     );
     match result {
-        Ok(call) => check_app_call(&call, app_id, path_session, &settings),
+        Ok(call) => check_app_call(&call, app_id, path_session, &settings, scope),
         Err(error) => {
             check_client_error(&error);
             let _ = error.into_dashscope("fuzz");
@@ -80,7 +83,7 @@ pub fn dashscope_request(data: &[u8]) {
 pub fn openai_request(data: &[u8]) {
     match openai::parse_call(
         Ok(Bytes::copy_from_slice(data)),
-        &settings(MemoryScope::Session, false),
+        profiles(MemoryScope::Session),
     ) {
         Ok(call) => {
             check_turn(&call.turn);
@@ -175,15 +178,31 @@ pub fn upstream_sse(data: &[u8]) {
     }
 }
 
-fn settings(memory_scope: MemoryScope, fake_stream: bool) -> ApiSettings {
+fn settings(fake_stream: bool) -> ApiSettings {
     ApiSettings {
-        memory_scope,
-        client_prompt: ClientPromptMode::Append,
         fake_stream,
         keepalive: std::time::Duration::from_secs(15),
         max_body_bytes: 1 << 20,
         metrics_open: false,
     }
+}
+
+/// The default profile under `scope`, built once per scope (parsing never runs its agent).
+fn profiles(scope: MemoryScope) -> &'static Profiles {
+    static SESSION: OnceLock<Profiles> = OnceLock::new();
+    static APP: OnceLock<Profiles> = OnceLock::new();
+    let cell = match scope {
+        MemoryScope::Session => &SESSION,
+        MemoryScope::App => &APP,
+    };
+    cell.get_or_init(|| {
+        Profiles::single(Profile::for_parsing(
+            DEFAULT_PROFILE,
+            true,
+            scope,
+            ClientPromptMode::Append,
+        ))
+    })
 }
 
 /// What every parsed request must be: a turn the runner can store and answer.
@@ -233,6 +252,7 @@ fn check_app_call(
     app_id: &str,
     path_session: Option<&str>,
     settings: &ApiSettings,
+    scope: MemoryScope,
 ) {
     check_turn(&call.turn);
     assert!(!app_id.is_empty() && app_id.len() <= MAX_THREAD_ID_BYTES);
@@ -259,7 +279,7 @@ fn check_app_call(
             "{session} / {device}"
         );
     }
-    match (&call.turn.thread, &call.session_id, settings.memory_scope) {
+    match (&call.turn.thread, &call.session_id, scope) {
         (ThreadChoice::Start, None, _) => {}
         (ThreadChoice::Remember(id), Some(session), MemoryScope::Session) => {
             assert_eq!(id, session);
@@ -317,7 +337,7 @@ mod tests {
 
     #[test]
     fn dashscope_seeds_are_requests_the_server_answers() {
-        let settings = settings(MemoryScope::Session, false);
+        let settings = settings(false);
         for (name, body) in seeds("dashscope_request") {
             dashscope_request(&body);
             let call = dashscope::parse_call(
@@ -326,6 +346,7 @@ mod tests {
                 "app1",
                 None,
                 &settings,
+                profiles(MemoryScope::Session),
             );
             assert!(call.is_ok(), "{name}: {call:?}");
         }
@@ -335,10 +356,7 @@ mod tests {
     fn openai_seeds_are_requests_the_server_answers() {
         for (name, body) in seeds("openai_request") {
             openai_request(&body);
-            let call = openai::parse_call(
-                Ok(Bytes::from(body)),
-                &settings(MemoryScope::Session, false),
-            );
+            let call = openai::parse_call(Ok(Bytes::from(body)), profiles(MemoryScope::Session));
             assert!(call.is_ok(), "{name}: {call:?}");
         }
     }

@@ -55,6 +55,18 @@ pub struct AgentConfig {
     pub tool_timeout: Duration,
     /// The MCP servers file (`--mcp-config`); `serve` reads it when it starts the tools.
     pub mcp_config: PathBuf,
+    /// What each model role's calls carry in their body beside the box's own (a profile's
+    /// `extra_body`), sent as is.
+    pub extra_body: RoleExtraBody,
+}
+
+/// `extra_body` per model role: the chat model, the router (and chatty filler, which runs on
+/// the router's model), the tool model.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoleExtraBody {
+    pub chat: serde_json::Map<String, serde_json::Value>,
+    pub router: serde_json::Map<String, serde_json::Value>,
+    pub tool: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Builds the configured graph. `chat_model` is `--llm-name`. Each model call is counted in
@@ -69,7 +81,8 @@ pub fn build(
 ) -> Arc<dyn Agent> {
     match config.graph {
         GraphKind::React => Arc::new(ToolAgent::new(
-            llm.observed(metrics, UpstreamRole::Chat),
+            llm.observed(metrics, UpstreamRole::Chat)
+                .with_extra_body(&config.extra_body.chat),
             chat_model,
             prompts,
             PromptName::Chat,
@@ -78,7 +91,8 @@ pub fn build(
         )),
         GraphKind::Route => {
             let tools: Arc<dyn Agent> = Arc::new(ToolAgent::new(
-                llm.observed(metrics, UpstreamRole::Tools),
+                llm.observed(metrics, UpstreamRole::Tools)
+                    .with_extra_body(&config.extra_body.tool),
                 config.tool_model.clone(),
                 prompts.clone(),
                 PromptName::Tool,
@@ -89,18 +103,22 @@ pub fn build(
                 ToolNode::Tool => tools,
                 ToolNode::Chatty => Arc::new(ChattyToolAgent::new(
                     tools,
-                    llm.observed(metrics, UpstreamRole::Filler),
+                    llm.observed(metrics, UpstreamRole::Filler)
+                        .with_extra_body(&config.extra_body.router),
                     config.router_model.clone(),
                     prompts.clone(),
                 )),
             };
             let chat = ChatAgent::new(
-                llm.observed(metrics, UpstreamRole::Chat),
+                llm.observed(metrics, UpstreamRole::Chat)
+                    .with_extra_body(&config.extra_body.chat),
                 chat_model,
                 prompts.clone(),
             );
             let router = RouterModel {
-                llm: llm.observed(metrics, UpstreamRole::Router),
+                llm: llm
+                    .observed(metrics, UpstreamRole::Router)
+                    .with_extra_body(&config.extra_body.router),
                 model: config.router_model.clone(),
                 timeout: config.router_timeout,
             };
@@ -148,6 +166,7 @@ mod tests {
             max_tool_steps: 1,
             tool_timeout: Duration::from_secs(1),
             mcp_config: PathBuf::new(),
+            extra_body: RoleExtraBody::default(),
         }
     }
 

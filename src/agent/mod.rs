@@ -11,6 +11,7 @@ pub mod chatty;
 pub mod client_prompt;
 pub mod graph;
 mod memory;
+pub mod profile;
 pub mod prompts;
 pub mod router;
 pub mod tool_loop;

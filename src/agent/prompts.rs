@@ -79,10 +79,16 @@ pub struct Prompts {
 }
 
 impl Prompts {
-    /// Loads every prompt from `config_dir`.
+    /// Loads every prompt from `config_dir`'s `route_sys_prompts/`.
     pub fn load(config_dir: &Path) -> std::io::Result<Prompts> {
+        Prompts::from_dir(&config_dir.join("route_sys_prompts"))
+    }
+
+    /// Loads every prompt from `dir` (a profile's own prompts directory); a missing file is
+    /// its built-in default.
+    pub fn from_dir(dir: &Path) -> std::io::Result<Prompts> {
         let prompts = Prompts {
-            dir: config_dir.join("route_sys_prompts"),
+            dir: dir.to_path_buf(),
             texts: Arc::new(RwLock::new(
                 PromptName::ALL.map(|name| Arc::from(name.default_text())),
             )),
@@ -109,6 +115,11 @@ impl Prompts {
         }
         *self.texts.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(())
+    }
+
+    /// The directory the prompts are read from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The current text of prompt `name`.

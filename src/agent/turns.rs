@@ -30,7 +30,7 @@ mod upkeep;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -40,10 +40,11 @@ use tracing::Instrument;
 use self::client::ClientLink;
 use self::recorder::Recorder;
 use super::memory::{from_log, to_log};
+use super::profile::{Profile, Profiles};
 use super::{Agent, AgentEvent, AgentOutcome, AgentSink, FinishReason, TurnInput, TurnOptions};
 use crate::llm::{ChatMessage, LlmError, ToolCall, Usage};
 use crate::metrics::Metrics;
-use crate::store::{ConversationTags, Store};
+use crate::store::{ConversationTags, Origin, Store};
 
 pub use self::thread_name::{
     APP_DEVICE_SEPARATOR, CallIds, ThreadChoice, ThreadNameError, TurnPlace, device_of,
@@ -92,6 +93,11 @@ pub struct TurnRequest {
     /// The session the call came in on (DashScope's `session_id`, OpenAI's `thread_id`): a
     /// barge-in interrupts only a turn of the same session. None: the thread is the session.
     pub session: Option<String>,
+    /// The assistant that answers: its agent, memory window and busy policy, as they were when
+    /// the call came in (a live reload does not change a running turn).
+    pub profile: Arc<Profile>,
+    /// Where the turn came from (an API client, or the box page's try-it chat), for the log.
+    pub origin: Origin,
 }
 
 /// What the client side of a turn receives.
@@ -173,9 +179,8 @@ struct ThreadSlot {
 
 pub struct TurnRunner {
     store: Store,
-    agent: Arc<dyn Agent>,
-    on_busy: BusyPolicy,
-    history_max_messages: usize,
+    /// The box's profiles as they stand; a live reload swaps them whole.
+    profiles: RwLock<Arc<Profiles>>,
     limits: TurnLimits,
     threads: Mutex<HashMap<String, Arc<ThreadSlot>>>,
     next_serial: AtomicU64,
@@ -186,17 +191,13 @@ pub struct TurnRunner {
 impl TurnRunner {
     pub fn new(
         store: Store,
-        agent: Arc<dyn Agent>,
-        on_busy: BusyPolicy,
-        history_max_messages: usize,
+        profiles: Profiles,
         limits: TurnLimits,
         metrics: Arc<Metrics>,
     ) -> Arc<TurnRunner> {
         Arc::new(TurnRunner {
             store,
-            agent,
-            on_busy,
-            history_max_messages,
+            profiles: RwLock::new(Arc::new(profiles)),
             limits,
             threads: Mutex::default(),
             next_serial: AtomicU64::new(1),
@@ -209,13 +210,15 @@ impl TurnRunner {
         &self.metrics
     }
 
-    pub fn model_name(&self) -> &str {
-        self.agent.model_name()
+    /// The profiles in force: what a new call picks its profile from.
+    pub fn profiles(&self) -> Arc<Profiles> {
+        Arc::clone(&self.profiles.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// The names the box's own tools are offered under (a client's tools may not take them).
-    pub fn box_tool_names(&self) -> Vec<String> {
-        self.agent.box_tool_names()
+    /// Puts `profiles` in force for the turns that start from now on; running turns keep the
+    /// profile they started with.
+    pub fn set_profiles(&self, profiles: Profiles) {
+        *self.profiles.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(profiles);
     }
 
     /// Starts a turn in its own task and returns the client's end of it.
@@ -229,7 +232,7 @@ impl TurnRunner {
         {
             let mut newest = slot.newest.lock().unwrap_or_else(|e| e.into_inner());
             let previous = newest.insert(session.clone(), (serial, cancel.clone()));
-            if self.on_busy == BusyPolicy::Interrupt
+            if request.profile.on_busy == BusyPolicy::Interrupt
                 && let Some((_, previous)) = previous
             {
                 previous.cancel();
@@ -297,20 +300,27 @@ impl TurnRunner {
         let stateless = request.thread.is_stateless();
         // A continued stateless conversation's history is the client's dialogue, not the log.
         let continued = matches!(request.thread, ThreadChoice::Continue(_));
+        let profile = Arc::clone(&request.profile);
+        let agent = &profile.agent;
         let memory_limit = if continued {
             0
         } else {
-            self.history_max_messages
+            profile.history_max_messages
+        };
+        let tags = ConversationTags {
+            stateless,
+            profile: profile.name.clone(),
+            origin: request.origin,
         };
         let opened = self
             .store
             .open_turn(
                 thread_id,
                 request.options.device_id.as_deref(),
-                self.agent.model_name(),
+                agent.model_name(),
                 rows,
                 memory_limit,
-                &ConversationTags::stateless(stateless),
+                &tags,
             )
             .await
             .map(|(turn_id, memory)| {
@@ -318,7 +328,7 @@ impl TurnRunner {
                     stateless::client_history(
                         &request.resent,
                         &request.new_messages,
-                        self.history_max_messages,
+                        profile.history_max_messages,
                     )
                 } else {
                     from_log(&memory)
@@ -365,7 +375,7 @@ impl TurnRunner {
                 deadline,
                 timeout: self.limits.turn_timeout,
             };
-            self.drive(&input, &limits, &mut client, &mut recorder)
+            self.drive(agent.as_ref(), &input, &limits, &mut client, &mut recorder)
                 .await
         };
         // The answer is confirmed to the client only once the closing write has committed.
@@ -380,7 +390,11 @@ impl TurnRunner {
             }
         }
         let event = match result {
-            Ok(outcome) => TurnEvent::Finished(self.summary(outcome, recorder.tools_called())),
+            Ok(outcome) => TurnEvent::Finished(summary(
+                agent.model_name(),
+                outcome,
+                recorder.tools_called(),
+            )),
             Err(error) => {
                 match error {
                     TurnError::Interrupted => {}
@@ -398,29 +412,19 @@ impl TurnRunner {
         client.finish(event);
     }
 
-    /// What a finished turn reports to its client.
-    fn summary(&self, outcome: AgentOutcome, tools_called: &[String]) -> TurnSummary {
-        TurnSummary {
-            model: self.agent.model_name().to_string(),
-            usage: outcome.usage,
-            finish: outcome.finish,
-            tool_calls: outcome.client_calls,
-            tools_called: tools_called.to_vec(),
-        }
-    }
-
     /// Runs the agent until it finishes, fails, runs out of time or the turn is cancelled,
     /// passing text to the client and complete messages to the log as they come; then hands
     /// the client the text it has not taken yet.
     async fn drive(
         &self,
+        agent: &dyn Agent,
         input: &TurnInput,
         limits: &Limits<'_>,
         client: &mut ClientLink,
         recorder: &mut Recorder,
     ) -> Result<AgentOutcome, TurnError> {
         let (sink, mut events) = AgentSink::channel();
-        let answer = self.agent.answer(input, sink);
+        let answer = agent.answer(input, sink);
         tokio::pin!(answer);
         let mut finished = None;
         loop {
@@ -451,6 +455,17 @@ impl TurnRunner {
                 }
             }
         }
+    }
+}
+
+/// What a finished turn reports to its client.
+fn summary(model: &str, outcome: AgentOutcome, tools_called: &[String]) -> TurnSummary {
+    TurnSummary {
+        model: model.to_string(),
+        usage: outcome.usage,
+        finish: outcome.finish,
+        tool_calls: outcome.client_calls,
+        tools_called: tools_called.to_vec(),
     }
 }
 

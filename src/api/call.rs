@@ -15,7 +15,7 @@ use axum::response::Response;
 use super::dialogue::{Needed, WireDialogue};
 use super::error::ApiError;
 use super::stream::{self, FrameWriter};
-use crate::agent::ClientPromptMode;
+use crate::agent::profile::{PROFILE_SEPARATOR, Profile};
 use crate::agent::turns::{CallIds, MemoryScope, TurnRequest, TurnRunner, TurnSummary};
 
 /// Longest thread / session id accepted, in bytes.
@@ -47,10 +47,11 @@ pub struct Call<'a> {
     pub session: Option<ClientId>,
     /// The app the call is addressed to (DashScope's `app_id`).
     pub app: Option<ClientId>,
-    /// What names the thread of a call addressed to an app (`--memory-scope`).
+    /// What names the thread of a call addressed to an app (the profile's `memory_scope`;
+    /// always the session on OpenAI calls).
     pub memory_scope: MemoryScope,
-    /// What a session call's own system text does (`--client-prompt`).
-    pub client_prompt: ClientPromptMode,
+    /// The assistant that answers: its threads, client prompt mode and agent.
+    pub profile: Arc<Profile>,
     /// The turn streams its answer to the client as it is produced.
     pub streaming: bool,
 }
@@ -67,10 +68,10 @@ impl Call<'_> {
             app: self.app.as_ref().map(|id| id.value.as_str()),
         };
         let place = ids
-            .place(self.memory_scope)
+            .place_for(self.memory_scope, &self.profile)
             .map_err(|e| ApiError::invalid(e.to_string()))?;
         let dialogue = self.dialogue.decode(Needed::on(&place.thread))?;
-        dialogue.into_turn(place, self.streaming, self.client_prompt)
+        dialogue.into_turn(place, self.streaming, self.profile)
     }
 }
 
@@ -88,6 +89,12 @@ pub fn check_thread_id(id: &str, field: &str) -> Result<(), ApiError> {
     if id.chars().any(char::is_control) {
         return Err(ApiError::invalid(format!(
             "{field} contains control characters"
+        )));
+    }
+    // It separates a profile from the rest of its thread names.
+    if id.contains(PROFILE_SEPARATOR) {
+        return Err(ApiError::invalid(format!(
+            "{field} contains {PROFILE_SEPARATOR:?}, which the box keeps for profile names"
         )));
     }
     Ok(())
@@ -117,14 +124,17 @@ pub async fn answer<S: AnswerShape>(
     let streaming = turn.options.streaming;
     // A stateless call resending a logged dialogue continues that conversation in the log.
     let turn = turns.continue_stateless(turn).await;
+    // The client hears of its own session, not the profile-qualified name it is kept under.
+    let client_thread = turn.session.clone();
+    let model = turn.profile.agent.model_name().to_string();
+    let model = model.as_str();
     let handle = turns.start(turn);
-    let model = turns.model_name();
+    let thread_id = client_thread.unwrap_or_else(|| handle.thread_id.clone());
     if streaming {
-        let frames = shape.frames(&handle.thread_id);
+        let frames = shape.frames(&thread_id);
         let open = turns.metrics().stream_open();
         return stream::respond(handle, frames, keepalive, model, |e| shape.error(e), open).await;
     }
-    let thread_id = handle.thread_id.clone();
     let (text, end) = handle.collect().await;
     match stream::client_ending(end, model) {
         Ok(summary) => shape.whole(&thread_id, &text, &summary),
@@ -159,7 +169,12 @@ mod tests {
             session: session.map(|s| ClientId::new(s, "session_id")),
             app: app.map(|a| ClientId::new(a, "app_id")),
             memory_scope: scope,
-            client_prompt: ClientPromptMode::Append,
+            profile: Arc::new(Profile::for_parsing(
+                "default",
+                true,
+                scope,
+                crate::agent::ClientPromptMode::Append,
+            )),
             streaming: true,
         }
     }

@@ -7,6 +7,8 @@
 //! headers (`X-DashScope-SSE: enable` or `Accept: text/event-stream`) or by `stream` in the
 //! body or parameters.
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -25,6 +27,7 @@ use super::error::ApiError;
 use super::request_id::RequestId;
 use super::stream::sse_response;
 use super::{ApiSettings, AppState};
+use crate::agent::profile::Profiles;
 use crate::agent::turns::{TurnRequest, TurnSummary};
 
 pub fn routes() -> Router<AppState> {
@@ -129,7 +132,10 @@ pub fn parse_call(
     app_id: &str,
     path_session: Option<String>,
     settings: &ApiSettings,
+    profiles: &Profiles,
 ) -> Result<AppCall, ApiError> {
+    // The app id picks the assistant (else the default), before anything else is read.
+    let profile = Arc::clone(profiles.for_app(app_id));
     let bytes = read_body(body)?;
     let request: AppRequest = parse_json(&bytes)?;
     let parameters = request.parameters.unwrap_or_default();
@@ -153,8 +159,8 @@ pub fn parse_call(
             .clone()
             .map(|id| ClientId::new(id, "input.session_id")),
         app: Some(ClientId::new(app_id, "app_id")),
-        memory_scope: settings.memory_scope,
-        client_prompt: settings.client_prompt,
+        memory_scope: profile.memory_scope,
+        profile,
         // Fake streaming runs the turn collected, then sends it as one event.
         streaming: streaming && !settings.fake_stream,
     }
@@ -175,7 +181,15 @@ async fn run(
     body: Result<Bytes, BytesRejection>,
     request_id: &str,
 ) -> Result<Response, ApiError> {
-    let call = parse_call(body, headers, &app_id, path_session, &app.settings)?;
+    let profiles = app.turns.profiles();
+    let call = parse_call(
+        body,
+        headers,
+        &app_id,
+        path_session,
+        &app.settings,
+        &profiles,
+    )?;
     let shape = DashScopeShape {
         request_id: request_id.to_string(),
         session_id: call.session_id,

@@ -19,9 +19,13 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::error::ApiError;
+use std::sync::Arc;
+
+use crate::agent::TurnOptions;
+use crate::agent::profile::Profile;
 use crate::agent::turns::{ThreadChoice, TurnPlace, TurnRequest};
-use crate::agent::{ClientPromptMode, TurnOptions};
 use crate::llm::{ChatMessage, FunctionCall, Role, ToolCall};
+use crate::store::Origin;
 
 /// A message as a client sends it.
 #[derive(Debug, Deserialize)]
@@ -183,8 +187,9 @@ impl Dialogue {
         mut self,
         place: TurnPlace,
         streaming: bool,
-        client_prompt: ClientPromptMode,
+        profile: Arc<Profile>,
     ) -> Result<TurnRequest, ApiError> {
+        let client_prompt = profile.client_prompt;
         let TurnPlace {
             thread,
             device_id,
@@ -229,6 +234,8 @@ impl Dialogue {
                 ..TurnOptions::default()
             },
             session,
+            profile,
+            origin: Origin::Api,
         })
     }
 
@@ -342,6 +349,15 @@ mod tests {
         decode(v, None, Needed::Everything)
     }
 
+    fn profile() -> Arc<Profile> {
+        Arc::new(Profile::for_parsing(
+            "default",
+            true,
+            crate::agent::turns::MemoryScope::Session,
+            crate::agent::ClientPromptMode::Append,
+        ))
+    }
+
     #[test]
     fn accepts_what_xiaozhi_sends() {
         let d = all(json!([
@@ -370,11 +386,7 @@ mod tests {
         for needed in [Needed::Everything, Needed::NewestTurn] {
             let d = decode(dialogue.clone(), Some("two"), needed).unwrap();
             let turn = d
-                .into_turn(
-                    place(ThreadChoice::Remember("t".into())),
-                    false,
-                    ClientPromptMode::Append,
-                )
+                .into_turn(place(ThreadChoice::Remember("t".into())), false, profile())
                 .unwrap();
             assert_eq!(turn.new_messages, vec![ChatMessage::user("two")]);
         }
@@ -434,7 +446,7 @@ mod tests {
         ]))
         .unwrap();
         let turn = d
-            .into_turn(place(ThreadChoice::Start), true, ClientPromptMode::Append)
+            .into_turn(place(ThreadChoice::Start), true, profile())
             .unwrap();
         assert_eq!(turn.new_messages.len(), 3);
         assert_eq!(
@@ -464,11 +476,7 @@ mod tests {
             {"role": "tool", "content": "off", "tool_call_id": "c2"},
         ]);
         let turn = dialogue(results.clone(), Needed::NewestTurn)
-            .into_turn(
-                place(ThreadChoice::Remember("t".into())),
-                false,
-                ClientPromptMode::Append,
-            )
+            .into_turn(place(ThreadChoice::Remember("t".into())), false, profile())
             .unwrap();
         let ids: Vec<_> = turn
             .new_messages
@@ -481,17 +489,13 @@ mod tests {
         let mut with_user = results.as_array().unwrap().clone();
         with_user.push(json!({"role": "user", "content": "thanks"}));
         let turn = dialogue(Value::Array(with_user), Needed::NewestTurn)
-            .into_turn(
-                place(ThreadChoice::Remember("t".into())),
-                false,
-                ClientPromptMode::Append,
-            )
+            .into_turn(place(ThreadChoice::Remember("t".into())), false, profile())
             .unwrap();
         assert_eq!(turn.new_messages.len(), 3);
         assert_eq!(turn.new_messages[2], ChatMessage::user("thanks"));
         // A new thread keeps everything, the call included.
         let turn = dialogue(results, Needed::Everything)
-            .into_turn(place(ThreadChoice::Start), false, ClientPromptMode::Append)
+            .into_turn(place(ThreadChoice::Start), false, profile())
             .unwrap();
         assert_eq!(turn.new_messages.len(), 4);
     }
@@ -508,14 +512,14 @@ mod tests {
         .unwrap();
         assert!(
             only_system
-                .into_turn(place(ThreadChoice::Start), false, ClientPromptMode::Append)
+                .into_turn(place(ThreadChoice::Start), false, profile())
                 .unwrap_err()
                 .message
                 .contains("no user")
         );
         assert!(
             Dialogue::default()
-                .into_turn(place(ThreadChoice::Start), false, ClientPromptMode::Append)
+                .into_turn(place(ThreadChoice::Start), false, profile())
                 .unwrap_err()
                 .message
                 .contains("empty")

@@ -34,17 +34,15 @@ use serde_json::json;
 use self::error::{ApiError, ErrorKind};
 use self::framework_errors::Protocol;
 use self::request_id::RequestId;
-use crate::agent::ClientPromptMode;
-use crate::agent::turns::{MemoryScope, TurnRunner};
+use crate::agent::turns::TurnRunner;
 use crate::auth::{ApiKeys, throttle};
 use crate::http::{BodyBudget, DEFAULT_BODY_BUDGET_BYTES};
 
-/// Settings the handlers read.
+/// Settings the handlers read, the same for every profile.
+///
+/// What the profiles decide (memory scope, client prompt mode) is each profile's own.
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
-    pub memory_scope: MemoryScope,
-    /// `--client-prompt`: what a session call's own system text does.
-    pub client_prompt: ClientPromptMode,
     pub fake_stream: bool,
     pub keepalive: Duration,
     pub max_body_bytes: usize,

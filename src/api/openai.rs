@@ -12,6 +12,8 @@
 //! brings the `tool` results. Sampling settings reach the answering model call only
 //! ([`super::openai_params`] checks them all).
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -22,13 +24,14 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use super::AppState;
 use super::body::{parse_json, read_body};
 use super::call::{self, AnswerShape, Call, ClientId, check_thread_id};
 use super::dialogue::WireDialogue;
 use super::error::{ApiError, ErrorKind};
 use super::openai_params::{WireParams, check_no_clash};
 use super::openai_sse::{OpenAiChunks, tool_calls_json, usage_json};
-use super::{ApiSettings, AppState};
+use crate::agent::profile::Profiles;
 use crate::agent::turns::{MemoryScope, TurnRequest, TurnSummary};
 
 pub fn routes() -> Router<AppState> {
@@ -87,11 +90,13 @@ pub struct ChatCall {
 /// (`crate::fuzzing`) run exactly this.
 pub fn parse_call(
     body: Result<Bytes, BytesRejection>,
-    settings: &ApiSettings,
+    profiles: &Profiles,
 ) -> Result<ChatCall, ApiError> {
     let bytes = read_body(body)?;
     let request: ChatCompletionRequest = parse_json(&bytes)?;
     let params = request.params.check()?;
+    // `model` names a profile; any other name is the default profile's.
+    let profile = Arc::clone(profiles.for_model(request.model.as_deref()));
     let mut turn = Call {
         dialogue: WireDialogue {
             messages: request.messages,
@@ -101,7 +106,7 @@ pub fn parse_call(
         app: None,
         // OpenAI calls name no app: a thread id is its own thread.
         memory_scope: MemoryScope::Session,
-        client_prompt: settings.client_prompt,
+        profile,
         streaming: request.stream.unwrap_or(false),
     }
     .into_turn()?;
@@ -119,13 +124,14 @@ pub fn parse_call(
 }
 
 async fn run(app: AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let call = parse_call(body, &app.settings)?;
-    check_no_clash(&call.turn.options.client_tools, &app.turns.box_tool_names())?;
+    let call = parse_call(body, &app.turns.profiles())?;
+    let agent = &call.turn.profile.agent;
+    check_no_clash(&call.turn.options.client_tools, &agent.box_tool_names())?;
     // Clients name whatever model they like; they get their name back.
     let model = call
         .model
         .filter(|m| !m.is_empty())
-        .unwrap_or_else(|| app.turns.model_name().to_string());
+        .unwrap_or_else(|| agent.model_name().to_string());
     let shape = OpenAiShape {
         id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
         created: chrono::Utc::now().timestamp(),
@@ -185,17 +191,26 @@ impl AnswerShape for OpenAiShape {
     }
 }
 
+/// The box's profiles, each a "model" a client can name (`model` selects the profile); the
+/// default profile first.
 async fn models(State(app): State<AppState>) -> Response {
-    Json(json!({
-        "object": "list",
-        "data": [{
-            "id": app.turns.model_name(),
-            "object": "model",
-            "created": 0,
-            "owned_by": "lang-agent",
-        }],
-    }))
-    .into_response()
+    let profiles = app.turns.profiles();
+    let default = profiles.default_profile();
+    let others = profiles.all().iter().filter(|p| !Arc::ptr_eq(p, default));
+    let data: Vec<Value> = std::iter::once(default)
+        .chain(others)
+        .map(|p| {
+            json!({
+                "id": p.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "lang-agent",
+                "default": p.is_default,
+                "answering_model": p.agent.model_name(),
+            })
+        })
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
 }
 
 async fn forget_all(State(app): State<AppState>) -> Response {

@@ -20,7 +20,7 @@ use crate::config::{Config, ServeConfig};
 use crate::llm::ChatMessage;
 use crate::metrics::Metrics;
 use crate::store::backup::{BackupError, ServingLock};
-use crate::store::{MessageKind, Store, StoreError, StoreEvent};
+use crate::store::{MessageKind, Origin, Store, StoreError, StoreEvent};
 
 /// Why the chat could not run.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +127,8 @@ async fn turn(turns: &Arc<TurnRunner>, store: &Store, thread: &str, text: &str, 
             ..TurnOptions::default()
         },
         session: None,
+        profile: Arc::clone(turns.profiles().default_profile()),
+        origin: Origin::Api,
     });
     let mut out = std::io::stdout();
     loop {

@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod eval;
 pub mod export;
 pub mod keys;
+pub mod live;
 pub mod mock_llm;
 pub mod pipeline;
 pub mod serve;
@@ -78,7 +79,10 @@ pub fn run(cli: Cli) -> Result<(), CommandError> {
                     false => config,
                 };
                 let (config, settings) = config.for_serve(&args)?;
-                Ok(serve::run(config, settings).await?)
+                let again = config.clone();
+                let reread: live::Reread =
+                    Box::new(move || again.clone().for_serve(&args).map(|(_, serve)| serve));
+                Ok(serve::run(config, settings, reread).await?)
             }
             Command::MockLlm(args) => Ok(mock_llm::run(args).await?),
             Command::Export(args) => Ok(export::run(&config, &args).await?),

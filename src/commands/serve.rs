@@ -3,16 +3,16 @@
 //!
 //! Start-up order matters for the operator: everything that can fail on bad configuration
 //! (export target, MCP servers file, store, keys, prompts, ports) is done before the "ready"
-//! line and systemd's READY=1, so a box that says it is up really is. SIGHUP re-reads the
-//! prompts; SIGTERM and Ctrl-C stop accepting connections and give running answers a grace
+//! line and systemd's READY=1, so a box that says it is up really is. SIGHUP, or a change to
+//! a config file, re-reads the configuration (`live.rs`); SIGTERM and Ctrl-C stop accepting connections and give running answers a grace
 //! period to finish.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::live::{LiveBox, Reread};
 use super::pipeline::{Pipeline, PipelineError};
-use crate::agent::prompts::Prompts;
 use crate::api::{self, ApiSettings, AppState};
 use crate::auth::{ApiKeys, KeyStoreError};
 use crate::config::{Config, ExportSettings, ServeConfig};
@@ -69,7 +69,9 @@ pub async fn start_demo_upstream() -> Result<String, MockLlmError> {
 }
 
 /// Runs `lang-agent serve` until a stop signal.
-pub async fn run(config: Config, serve: ServeConfig) -> Result<(), ServeError> {
+/// Runs `lang-agent serve` until a stop signal; `reread` reads the settings again on a live
+/// reload.
+pub async fn run(config: Config, serve: ServeConfig, reread: Reread) -> Result<(), ServeError> {
     let follow = serve.export.as_ref().map(follow_options).transpose()?;
     let ports = if serve.viewer_addr.is_some() { 2 } else { 1 };
     http::raise_open_files_limit(ports * serve.http.max_connections);
@@ -92,14 +94,24 @@ pub async fn run(config: Config, serve: ServeConfig) -> Result<(), ServeError> {
         store.clone(),
         follow.is_some().then(|| export_position.clone()),
     ));
-    let Pipeline { turns, prompts } =
-        Pipeline::build(&config, &serve, store.clone(), metrics).await?;
+    let Pipeline {
+        turns,
+        tools,
+        profiles,
+    } = Pipeline::build(&config, &serve, store.clone(), metrics).await?;
+    let profile_count = profiles.len();
+    let live = LiveBox::new(
+        config.clone(),
+        reread,
+        Arc::clone(&turns),
+        tools,
+        profiles,
+        serve.agent.mcp_config.clone(),
+    );
     let state = AppState {
         turns,
         keys: keys.clone(),
         settings: Arc::new(ApiSettings {
-            memory_scope: serve.memory_scope,
-            client_prompt: serve.client_prompt,
             fake_stream: serve.fake_stream,
             keepalive: serve.keepalive,
             max_body_bytes: serve.max_body_bytes,
@@ -120,6 +132,7 @@ pub async fn run(config: Config, serve: ServeConfig) -> Result<(), ServeError> {
     tracing::info!(
         data = %db_path.display(),
         models = %serve.agent.models_in_use(&config.llm.model),
+        profiles = profile_count,
         graph = ?serve.agent.graph,
         upstream = %redact_url(&config.llm.base_url),
         api = %api_addr,
@@ -132,7 +145,7 @@ pub async fn run(config: Config, serve: ServeConfig) -> Result<(), ServeError> {
     if let Some(timeout) = sd_notify::watchdog_enabled() {
         tokio::spawn(ping_watchdog(timeout));
     }
-    tokio::spawn(reload_prompts_on_sighup(prompts));
+    live.spawn_reloader();
 
     let shutdown = stop_on_signal();
     store.spawn_search_indexer(shutdown.clone());
@@ -212,20 +225,6 @@ async fn ping_watchdog(timeout: std::time::Duration) {
     loop {
         every.tick().await;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-    }
-}
-
-async fn reload_prompts_on_sighup(prompts: Prompts) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; prompts reload only on restart");
-        return;
-    };
-    while hangups.recv().await.is_some() {
-        match prompts.reload() {
-            Ok(()) => tracing::info!("prompts reloaded"),
-            Err(e) => tracing::error!("prompts not reloaded, keeping the old ones: {e}"),
-        }
     }
 }
 

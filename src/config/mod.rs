@@ -12,6 +12,8 @@
 //! and turned into export's and the tools' own types by `commands/serve.rs`, with the
 //! domains' own checks, before anything starts.
 
+pub mod profiles;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,7 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::agent::ClientPromptMode;
-use crate::agent::graph::{AgentConfig, GraphKind, ToolNode};
+use crate::agent::graph::{AgentConfig, GraphKind, RoleExtraBody, ToolNode};
 use crate::agent::router::DEFAULT_ROUTER_MODEL;
 use crate::agent::tool_loop::DEFAULT_MAX_TOOL_STEPS;
 use crate::agent::turns::{BusyPolicy, MemoryScope, TurnLimits};
@@ -153,6 +155,14 @@ fn resolve_agent(args: &ServeArgs, config: &Config) -> Result<AgentConfig, Confi
     if args.router_timeout_ms == 0 {
         return Err(ConfigError("--router-timeout-ms must be at least 1".into()));
     }
+    if let Some(path) = &args.mcp_config
+        && !path.exists()
+    {
+        return Err(ConfigError(format!(
+            "--mcp-config {}: no such file",
+            path.display()
+        )));
+    }
     let mcp_config = args
         .mcp_config
         .clone()
@@ -177,6 +187,7 @@ fn resolve_agent(args: &ServeArgs, config: &Config) -> Result<AgentConfig, Confi
         max_tool_steps,
         tool_timeout: Duration::from_secs(tool_timeout_secs),
         mcp_config,
+        extra_body: RoleExtraBody::default(),
     })
 }
 
@@ -193,6 +204,12 @@ pub struct Config {
 #[error("{0}")]
 pub struct ConfigError(String);
 
+impl ConfigError {
+    pub fn new(message: impl Into<String>) -> ConfigError {
+        ConfigError(message.into())
+    }
+}
+
 impl Config {
     /// Global settings shared by every subcommand.
     pub fn from_global(global: &GlobalArgs) -> Result<Config, ConfigError> {
@@ -201,17 +218,7 @@ impl Config {
             .clone()
             .or_else(|| env_nonempty("ALI_BASE_URL"))
             .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
-        let base_url = base_url.trim_end_matches('/').to_string();
-        let parsed = reqwest::Url::parse(&base_url).map_err(|e| {
-            let shown = redact_url(&base_url);
-            ConfigError(format!("upstream base URL {shown:?} is not a URL: {e}"))
-        })?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(ConfigError(format!(
-                "upstream base URL {:?} must start with http:// or https://",
-                redact_url(&base_url)
-            )));
-        }
+        let base_url = check_base_url(&base_url)?;
         if global.llm_name.trim().is_empty() {
             return Err(ConfigError("--llm-name must not be empty".into()));
         }
@@ -326,6 +333,22 @@ impl Config {
     pub fn sqlite_path(&self) -> PathBuf {
         self.data_dir.join("lang-agent.sqlite3")
     }
+}
+
+/// An upstream base URL, checked (http or https) and without its trailing `/`.
+fn check_base_url(base_url: &str) -> Result<String, ConfigError> {
+    let base_url = base_url.trim_end_matches('/').to_string();
+    let parsed = reqwest::Url::parse(&base_url).map_err(|e| {
+        let shown = redact_url(&base_url);
+        ConfigError(format!("upstream base URL {shown:?} is not a URL: {e}"))
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(ConfigError(format!(
+            "upstream base URL {:?} must start with http:// or https://",
+            redact_url(&base_url)
+        )));
+    }
+    Ok(base_url)
 }
 
 /// `FAST_AUTH_KEYS` (a comma list) as given; empty means "use or generate the data-dir key".

@@ -18,6 +18,7 @@ use super::report::{RowResult, join_tools};
 use crate::agent::TurnOptions;
 use crate::agent::turns::{ThreadChoice, TurnRequest, TurnRunner};
 use crate::llm::ChatMessage;
+use crate::store::Origin;
 
 /// The verdict of a row whose turn failed: there is no answer to judge.
 pub const TURN_FAILED: &str = "error";
@@ -61,6 +62,8 @@ async fn run_row(turns: &Arc<TurnRunner>, judge: &Judge, row: DatasetRow) -> Row
         new_messages: vec![ChatMessage::user(row.question.clone())],
         options: TurnOptions::default(),
         session: None,
+        profile: Arc::clone(turns.profiles().default_profile()),
+        origin: Origin::Api,
     });
     let (answer, end) = handle.collect().await;
     let latency_ms = started.elapsed().as_millis() as u64;

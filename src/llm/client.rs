@@ -172,6 +172,20 @@ impl LlmClient {
         }
     }
 
+    /// This client with `extra` merged over what its calls carry (a profile's `extra_body` for
+    /// one model role: its keys win).
+    pub fn with_extra_body(self, extra: &serde_json::Map<String, Value>) -> LlmClient {
+        if extra.is_empty() {
+            return self;
+        }
+        let mut body = (*self.extra_body).clone();
+        body.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        LlmClient {
+            extra_body: Arc::new(body),
+            ..self
+        }
+    }
+
     /// Counts a call that ended (answered or failed) `started` ago.
     fn ended<T>(&self, started: Instant, result: Result<T, LlmError>) -> Result<T, LlmError> {
         if let Some((metrics, role)) = &self.observer {

@@ -134,20 +134,24 @@ impl Store {
     pub async fn stateless_conversation_ending_with(
         &self,
         earlier: Vec<NewMessage>,
+        profile: &str,
     ) -> Result<Option<String>, StoreError> {
         let Some(digest) = DialogueDigest::of(&earlier) else {
             return Ok(None);
         };
         let since = chrono::Utc::now() - chrono::Duration::hours(STATELESS_CONTINUE_WITHIN_HOURS);
         let since = since.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+        // Another profile's conversation is never continued: its assistant said the answers.
+        let profile = profile.to_string();
         self.run(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT conversation_id FROM conversations
                  WHERE stateless = 1 AND dialogue_digest = ?1 AND updated_at >= ?2
+                   AND profile = ?3
                  ORDER BY updated_at DESC LIMIT 1",
             )?;
             Ok(stmt
-                .query_row(params![digest.0.to_vec(), since], |r| r.get(0))
+                .query_row(params![digest.0.to_vec(), since, profile], |r| r.get(0))
                 .optional()?)
         })
         .await
@@ -157,7 +161,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::ConversationTags;
+    use crate::store::{ConversationTags, DEFAULT_PROFILE};
     use crate::store::{MessageKind, open_temp};
 
     fn human(text: &str) -> NewMessage {
@@ -236,7 +240,9 @@ mod tests {
     async fn a_stateless_conversation_is_found_by_its_dialogue_so_far() {
         let (_dir, store) = open_temp();
         stateless_turn(&store, "s", &[human("one")], "ok 1").await;
-        let find = |earlier: Vec<NewMessage>| store.stateless_conversation_ending_with(earlier);
+        let find = |earlier: Vec<NewMessage>| {
+            store.stateless_conversation_ending_with(earlier, DEFAULT_PROFILE)
+        };
         assert_eq!(
             find(vec![human("one"), ai("ok 1")])
                 .await
@@ -283,7 +289,7 @@ mod tests {
         let earlier = || vec![human("hi"), ai("yo")];
         assert_eq!(
             store
-                .stateless_conversation_ending_with(earlier())
+                .stateless_conversation_ending_with(earlier(), DEFAULT_PROFILE)
                 .await
                 .unwrap(),
             None
@@ -301,7 +307,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             store
-                .stateless_conversation_ending_with(earlier())
+                .stateless_conversation_ending_with(earlier(), DEFAULT_PROFILE)
                 .await
                 .unwrap(),
             None

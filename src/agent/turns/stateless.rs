@@ -37,7 +37,11 @@ impl TurnRunner {
             .iter()
             .filter_map(to_log)
             .collect();
-        match self.store.stateless_conversation_ending_with(earlier).await {
+        match self
+            .store
+            .stateless_conversation_ending_with(earlier, &request.profile.name)
+            .await
+        {
             Ok(Some(id)) => {
                 let new_messages = request.new_messages.split_off(new_from);
                 request.resent = std::mem::replace(&mut request.new_messages, new_messages);
@@ -125,8 +129,10 @@ mod tests {
         }
     }
 
-    fn stateless_call(dialogue: &[ChatMessage]) -> TurnRequest {
+    fn stateless_call(turns: &TurnRunner, dialogue: &[ChatMessage]) -> TurnRequest {
         TurnRequest {
+            profile: Arc::clone(turns.profiles().default_profile()),
+            origin: crate::store::Origin::Api,
             thread: ThreadChoice::Start,
             resent: Vec::new(),
             new_messages: dialogue.to_vec(),
@@ -141,14 +147,12 @@ mod tests {
         let limits = TurnLimits::default();
         let turns = TurnRunner::new(
             store.clone(),
-            Arc::new(ShowsHistory),
-            BusyPolicy::Wait,
-            40,
+            super::super::tests::profiles_of(Arc::new(ShowsHistory), BusyPolicy::Wait, 40),
             limits,
             crate::metrics::Metrics::new(false),
         );
         let first = turns
-            .continue_stateless(stateless_call(&[ChatMessage::user("one")]))
+            .continue_stateless(stateless_call(&turns, &[ChatMessage::user("one")]))
             .await;
         assert_eq!(first.thread, ThreadChoice::Start);
         let handle = turns.start(first);
@@ -160,7 +164,9 @@ mod tests {
             ChatMessage::assistant(heard),
             ChatMessage::user("two"),
         ];
-        let second = turns.continue_stateless(stateless_call(&dialogue)).await;
+        let second = turns
+            .continue_stateless(stateless_call(&turns, &dialogue))
+            .await;
         assert_eq!(second.thread, ThreadChoice::Continue(id.clone()));
         assert_eq!(second.resent, dialogue[..2]);
         assert_eq!(second.new_messages, dialogue[2..]);
@@ -184,7 +190,7 @@ mod tests {
             ["one", "", "42", "one", "two", "", "42", "one|one|two"]
         );
         // A session's call is never redirected.
-        let mut session = stateless_call(&dialogue);
+        let mut session = stateless_call(&turns, &dialogue);
         session.thread = ThreadChoice::Remember("s".into());
         assert_eq!(
             turns.continue_stateless(session).await.thread,

@@ -33,16 +33,34 @@ impl Agent for ScriptedAgent {
 fn runner(store: &Store, script: Script, limits: TurnLimits) -> Arc<TurnRunner> {
     TurnRunner::new(
         store.clone(),
-        Arc::new(ScriptedAgent(script)),
-        BusyPolicy::Interrupt,
-        10,
+        profiles_of(Arc::new(ScriptedAgent(script)), BusyPolicy::Interrupt, 10),
         limits,
         crate::metrics::Metrics::new(false),
     )
 }
 
-fn request(thread: &str) -> TurnRequest {
+/// The one, default, profile of a runner whose agent is `agent`.
+pub(super) fn profiles_of(
+    agent: Arc<dyn Agent>,
+    on_busy: BusyPolicy,
+    history_max_messages: usize,
+) -> Profiles {
+    let mut profile = Profile::for_parsing(
+        crate::store::DEFAULT_PROFILE,
+        true,
+        MemoryScope::Session,
+        crate::agent::ClientPromptMode::Append,
+    );
+    profile.agent = agent;
+    profile.on_busy = on_busy;
+    profile.history_max_messages = history_max_messages;
+    Profiles::single(profile)
+}
+
+fn request(turns: &TurnRunner, thread: &str) -> TurnRequest {
     TurnRequest {
+        profile: Arc::clone(turns.profiles().default_profile()),
+        origin: Origin::Api,
         thread: ThreadChoice::Remember(thread.into()),
         resent: Vec::new(),
         new_messages: vec![ChatMessage::user("hello")],
@@ -98,7 +116,7 @@ async fn an_answer_whose_closing_write_fails_is_not_confirmed() {
         })
     });
     let turns = runner(&store, script, TurnLimits::default());
-    let mut turn = turns.start(request("unstored"));
+    let mut turn = turns.start(request(&turns, "unstored"));
     assert!(matches!(turn.next().await, Some(TurnEvent::Text(_))));
     // The disk fills while the model speaks: the answer's pages cannot be written.
     store
@@ -141,7 +159,12 @@ async fn a_turn_past_its_deadline_stops_and_keeps_what_it_said() {
         ..TurnLimits::default()
     };
     let turns = runner(&store, script, limits);
-    let error = turns.start(request("slow")).collect().await.1.unwrap_err();
+    let error = turns
+        .start(request(&turns, "slow"))
+        .collect()
+        .await
+        .1
+        .unwrap_err();
     assert!(matches!(error, TurnError::Timeout { .. }), "{error}");
     assert_eq!(error.to_string(), "the turn timed out after 0.3 s");
     let ((status, error), log) = stored(&store, "slow").await;
@@ -166,7 +189,12 @@ async fn a_turn_whose_task_panics_is_closed_as_interrupted_with_what_was_said() 
         })
     });
     let turns = runner(&store, script, TurnLimits::default());
-    let error = turns.start(request("panic")).collect().await.1.unwrap_err();
+    let error = turns
+        .start(request(&turns, "panic"))
+        .collect()
+        .await
+        .1
+        .unwrap_err();
     assert!(matches!(error, TurnError::Aborted), "{error}");
     let ((status, error), log) = stored(&store, "panic").await;
     assert_eq!(
@@ -186,11 +214,11 @@ async fn a_turn_whose_task_panics_is_closed_as_interrupted_with_what_was_said() 
 
 /// A request of `session` on the shared thread `thread` (an app's devices under
 /// `--memory-scope app`).
-fn request_of(thread: &str, session: &str, text: &str) -> TurnRequest {
+fn request_of(turns: &TurnRunner, thread: &str, session: &str, text: &str) -> TurnRequest {
     TurnRequest {
         session: Some(session.into()),
         new_messages: vec![ChatMessage::user(text)],
-        ..request(thread)
+        ..request(turns, thread)
     }
 }
 
@@ -234,9 +262,9 @@ async fn a_turn_of_another_session_waits_instead_of_interrupting() {
     let (_dir, store) = open_temp();
     let (go, script) = gated();
     let turns = runner(&store, script, TurnLimits::default());
-    let mut first = turns.start(request_of("app", "device-a", "one"));
+    let mut first = turns.start(request_of(&turns, "app", "device-a", "one"));
     assert!(matches!(first.next().await, Some(TurnEvent::Text(_))));
-    let second = turns.start(request_of("app", "device-b", "two"));
+    let second = turns.start(request_of(&turns, "app", "device-b", "two"));
     tokio::time::sleep(Duration::from_millis(100)).await;
     go.send(true).unwrap();
     let (text, end) = first.collect().await;
@@ -258,9 +286,9 @@ async fn a_turn_of_the_same_session_still_interrupts() {
     let (_dir, store) = open_temp();
     let (go, script) = gated();
     let turns = runner(&store, script, TurnLimits::default());
-    let mut first = turns.start(request_of("app", "device-a", "one"));
+    let mut first = turns.start(request_of(&turns, "app", "device-a", "one"));
     assert!(matches!(first.next().await, Some(TurnEvent::Text(_))));
-    let second = turns.start(request_of("app", "device-a", "two"));
+    let second = turns.start(request_of(&turns, "app", "device-a", "two"));
     let (_, end) = first.collect().await;
     assert!(matches!(end, Err(TurnError::Interrupted)), "{end:?}");
     go.send(true).unwrap();

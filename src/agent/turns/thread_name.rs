@@ -10,6 +10,7 @@
 //! named so that different parts never share a thread.
 
 use super::thread_policy::MemoryScope;
+use crate::agent::profile::Profile;
 
 /// Which thread a turn belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +110,22 @@ impl CallIds<'_> {
             device_id: device.map(str::to_string),
             session: self.session.map(str::to_string),
         })
+    }
+}
+
+impl CallIds<'_> {
+    /// [`CallIds::place`] for a call `profile` answers: its remembered threads are the
+    /// profile's own ([`Profile::thread_name`]), never another profile's.
+    pub fn place_for(
+        self,
+        scope: MemoryScope,
+        profile: &Profile,
+    ) -> Result<TurnPlace, ThreadNameError> {
+        let mut place = self.place(scope)?;
+        if let ThreadChoice::Remember(name) = &place.thread {
+            place.thread = ThreadChoice::Remember(profile.thread_name(name));
+        }
+        Ok(place)
     }
 }
 

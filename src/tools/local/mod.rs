@@ -35,6 +35,18 @@ impl LocalTools {
     pub fn builtin() -> LocalTools {
         LocalTools(vec![Arc::new(Calculator)])
     }
+
+    /// The built-in tools whose names `allowed` holds (a profile's `tools`).
+    pub fn only(allowed: &[String]) -> LocalTools {
+        let mut all = LocalTools::builtin();
+        all.0.retain(|t| allowed.iter().any(|a| a == t.name()));
+        all
+    }
+
+    /// The names of the tools it offers.
+    pub fn names(&self) -> Vec<String> {
+        self.0.iter().map(|t| t.name().to_string()).collect()
+    }
 }
 
 impl ToolSource for LocalTools {

@@ -1,6 +1,7 @@
 //! One MCP server, kept connected through rmcp, offering its tools as a [`ToolSource`].
 //!
-//! Each server has a supervisor task for the life of the process. It connects (streamable
+//! Each server has a supervisor task until [`McpServer::stop`] (a live reload that removed or
+//! changed it) or the end of the process. It connects (streamable
 //! HTTP, legacy SSE or a child process), lists the tools, and then waits: for
 //! `notifications/tools/list_changed`, which makes it list them again, or for the connection to
 //! end. A server that is down — at start or later — offers no tools and is retried in the
@@ -24,6 +25,7 @@ use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
 use serde_json::{Map, Value};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 use super::config::{McpServerConfig, McpTransport};
 use super::{child_env, legacy_sse};
@@ -72,6 +74,38 @@ pub struct McpServer {
     live: RwLock<Option<Live>>,
     /// Whether "too many tools" was logged (once is enough).
     told_too_many: AtomicBool,
+    /// Where the supervisor stands, for the box page.
+    state: RwLock<McpState>,
+    /// Stops the supervisor and closes the connection (a child process is killed).
+    stop: CancellationToken,
+}
+
+/// What an MCP server's supervisor is doing, and since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpState {
+    pub phase: McpPhase,
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// The last reason a connection failed or ended, kept after it reconnects.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum McpPhase {
+    Connecting,
+    Connected,
+    Retrying,
+    Stopped,
+}
+
+impl McpPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            McpPhase::Connecting => "connecting",
+            McpPhase::Connected => "connected",
+            McpPhase::Retrying => "retrying",
+            McpPhase::Stopped => "stopped",
+        }
+    }
 }
 
 /// The state of a connected server.
@@ -109,14 +143,60 @@ impl McpServer {
         config: McpServerConfig,
         http: reqwest::Client,
     ) -> (Arc<McpServer>, watch::Receiver<bool>) {
-        let server = Arc::new(McpServer {
+        let server = Arc::new(McpServer::new(config));
+        let (tried, tried_rx) = watch::channel(false);
+        let stop = server.stop.clone();
+        let supervisor = Arc::clone(&server);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = supervisor.clone().supervise(http, tried) => {}
+            }
+            supervisor.set_live(None);
+            supervisor.set_phase(McpPhase::Stopped, None);
+        });
+        (server, tried_rx)
+    }
+
+    fn new(config: McpServerConfig) -> McpServer {
+        McpServer {
             config,
             live: RwLock::new(None),
             told_too_many: AtomicBool::new(false),
-        });
-        let (tried, tried_rx) = watch::channel(false);
-        tokio::spawn(Arc::clone(&server).supervise(http, tried));
-        (server, tried_rx)
+            state: RwLock::new(McpState {
+                phase: McpPhase::Connecting,
+                since: chrono::Utc::now(),
+                last_error: None,
+            }),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// The configuration it was started with.
+    pub fn config(&self) -> &McpServerConfig {
+        &self.config
+    }
+
+    /// Where its supervisor stands.
+    pub fn state(&self) -> McpState {
+        self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Disconnects for good: the supervisor ends, a child process is killed, its tools go.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Records a new phase; `error` replaces the last error when given.
+    fn set_phase(&self, phase: McpPhase, error: Option<String>) {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if state.phase != phase {
+            state.phase = phase;
+            state.since = chrono::Utc::now();
+        }
+        if error.is_some() {
+            state.last_error = error;
+        }
     }
 
     async fn supervise(self: Arc<Self>, http: reqwest::Client, tried: watch::Sender<bool>) {
@@ -149,11 +229,14 @@ impl McpServer {
                         peer: running.peer().clone(),
                         tools,
                     }));
+                    self.set_phase(McpPhase::Connected, None);
                     self.serve_until_closed(running, &mut changed).await;
                     self.set_live(None);
+                    self.set_phase(McpPhase::Retrying, Some("the connection closed".into()));
                     tracing::warn!(server = %name, "MCP server disconnected; reconnecting");
                 }
                 Err(e) => {
+                    self.set_phase(McpPhase::Retrying, Some(e.to_string()));
                     failures += 1;
                     // Say it once loudly; a server that stays down is retried quietly.
                     if failures == 1 {
@@ -216,11 +299,7 @@ impl McpServer {
         config: McpServerConfig,
         http: &reqwest::Client,
     ) -> Result<Vec<ToolSpec>, ConnectError> {
-        let server = McpServer {
-            config,
-            live: RwLock::new(None),
-            told_too_many: AtomicBool::new(false),
-        };
+        let server = McpServer::new(config);
         let (changed, _) = mpsc::unbounded_channel();
         tokio::time::timeout(CONNECT_TIMEOUT, async {
             let running = connect(

@@ -10,10 +10,11 @@ pub mod client;
 pub mod config;
 pub mod legacy_sse;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-pub use client::{ConnectError, McpServer};
+use tokio::sync::watch;
+
+pub use client::{ConnectError, McpPhase, McpServer, McpState};
 pub use config::{MCP_CONFIG_FILE, McpConfigError, McpServerConfig, McpTransport};
 
 /// The HTTP client MCP servers share could not be built (the TLS set-up failed).
@@ -21,27 +22,20 @@ pub use config::{MCP_CONFIG_FILE, McpConfigError, McpServerConfig, McpTransport}
 #[error("MCP HTTP client: {0}")]
 pub struct HttpClientError(#[from] reqwest::Error);
 
-/// Starts every configured server's supervisor and waits up to `first_wait` for their first
-/// connection attempts, so that servers already up have their tools from the first turn. A
-/// server still down (or slow) after that is not waited for: it joins when it comes up.
-pub async fn start_all(
-    configs: Vec<McpServerConfig>,
-    first_wait: Duration,
-) -> Result<Vec<Arc<McpServer>>, HttpClientError> {
-    // No read timeout: SSE streams stay open and quiet for as long as the server lives; calls
-    // are bounded by the toolbox's per-tool timeout instead.
-    let http = reqwest::Client::builder()
+/// The HTTP client the MCP servers share. No read timeout: SSE streams stay open and quiet
+/// for as long as the server lives; calls are bounded by the toolbox's per-tool timeout.
+pub fn http_client() -> Result<reqwest::Client, HttpClientError> {
+    Ok(reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
-        .build()?;
-    let mut servers = Vec::new();
-    let mut first_attempts = Vec::new();
-    for config in configs {
-        let (server, mut tried) = McpServer::start(config, http.clone());
-        servers.push(server);
-        first_attempts.push(async move {
-            let _ = tried.wait_for(|done| *done).await;
-        });
-    }
-    let _ = tokio::time::timeout(first_wait, futures::future::join_all(first_attempts)).await;
-    Ok(servers)
+        .build()?)
+}
+
+/// Waits up to `first_wait` for just-started servers' first connection attempts, so that
+/// servers already up have their tools from the first turn. A server still down (or slow)
+/// after that is not waited for: it joins when it comes up.
+pub async fn wait_first_attempts(started: Vec<watch::Receiver<bool>>, first_wait: Duration) {
+    let attempts = started.into_iter().map(|mut tried| async move {
+        let _ = tried.wait_for(|done| *done).await;
+    });
+    let _ = tokio::time::timeout(first_wait, futures::future::join_all(attempts)).await;
 }
