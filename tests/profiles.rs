@@ -97,12 +97,21 @@ const SHOP: &str = r#"{
 #[tokio::test]
 async fn two_app_ids_reach_two_profiles_with_their_own_prompts_models_and_threads() {
     let mock = Mock::start(0, 0);
+    // The shop's own upstream, which wants the shop's own key.
+    let shop_upstream = Mock::start_with(0, 0, &["--api-key", "shop-secret"]);
+    let shop = SHOP.replace(
+        "\"extra_body\"",
+        &format!(
+            "\"upstream\": {{\"base_url\": \"{}\", \"api_key_env\": \"SHOP_KEY\"}},\n    \"extra_body\"",
+            shop_upstream.base_url
+        ),
+    );
     let dir = tempfile::tempdir().unwrap();
     let configs = config_dir(
         dir.path(),
         &[
             ("profiles/story.json", STORY),
-            ("profiles/shop.json", SHOP),
+            ("profiles/shop.json", &shop),
             ("prompts/story/chat_prompt.txt", "You are the storyteller."),
             (
                 "prompts/shop/chat_prompt.txt",
@@ -110,7 +119,17 @@ async fn two_app_ids_reach_two_profiles_with_their_own_prompts_models_and_thread
             ),
         ],
     );
-    let server = start(dir.path(), &mock, &configs, &["--llm-name", "box-model"]);
+    let server = Server::start_with_env(
+        &dir.path().join("data"),
+        &mock.base_url,
+        &[
+            "--config-dir",
+            configs.to_str().unwrap(),
+            "--llm-name",
+            "box-model",
+        ],
+        &[("FAST_AUTH_KEYS", KEY), ("SHOP_KEY", "shop-secret")],
+    );
 
     // The same session id on both apps, and on an app no profile names.
     ask_app(&server, "story-app", "s1", "tell a story").await;
@@ -121,7 +140,13 @@ async fn two_app_ids_reach_two_profiles_with_their_own_prompts_models_and_thread
     assert_eq!(story["model"], "story-model");
     assert!(system_text(&story).contains("You are the storyteller."));
     assert!(story.get("x_shop").is_none(), "{story}");
-    let shop = answering_request(&mock, "what does milk cost").await;
+    assert!(
+        requests_about(&mock, "what does milk cost")
+            .await
+            .is_empty(),
+        "the shop's calls go to its own upstream only"
+    );
+    let shop = answering_request(&shop_upstream, "what does milk cost").await;
     assert_eq!(shop["model"], "shop-model");
     assert!(system_text(&shop).contains("You are the shop assistant."));
     assert_eq!(
@@ -132,6 +157,10 @@ async fn two_app_ids_reach_two_profiles_with_their_own_prompts_models_and_thread
     assert_eq!(default["model"], "box-model");
     assert!(system_text(&default).contains("You are the default box."));
     assert!(!system_text(&default).contains("storyteller"));
+    assert!(
+        !server.proc.log().contains("shop-secret"),
+        "keys are never logged"
+    );
 
     // Three threads for one session id, each logged under its profile.
     let db = server.db();
