@@ -68,6 +68,8 @@ fn under_callgrind(serve: Command, out_dir: &Path) -> Command {
     let mut command = Command::new("valgrind");
     command
         .arg("--tool=callgrind")
+        // Each dump readable on its own by callgrind_annotate.
+        .arg("--compress-strings=no")
         .arg(format!(
             "--callgrind-out-file={}/callgrind.out",
             out_dir.display()
@@ -106,6 +108,7 @@ fn callgrind_control(flag: &str, pid: u32) {
     let status = Command::new("callgrind_control")
         .args([flag, &pid.to_string()])
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .status()
         .expect("callgrind_control");
     assert!(status.success(), "callgrind_control {flag} failed");
@@ -123,7 +126,10 @@ async fn main() {
         .unwrap_or(200);
     let mock = Mock::start(0, 0);
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("callgrind");
+    // `BENCH_CALLGRIND_DIR` keeps the dumps (for `callgrind_annotate`).
+    let out = std::env::var_os("BENCH_CALLGRIND_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| dir.path().join("callgrind"));
     std::fs::create_dir_all(&out).unwrap();
     let serve = Server::command(
         &dir.path().join("data"),

@@ -13,8 +13,10 @@
 //! line the Python SDK actually reads the status from. Every frame's JSON sits on one `data:`
 //! line, since the SDK parses each `data:` line on its own.
 
+use std::io::Write;
+
 use axum::body::Bytes;
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::error::ApiError;
 use super::stream::FrameWriter;
@@ -39,21 +41,15 @@ impl DashScopeFrames {
         }
     }
 
-    fn frame(&mut self, event: &str, status: u16, data: &Value) -> Bytes {
-        let id = self.next_id;
+    /// The next event's id.
+    fn take_id(&mut self) -> u64 {
         self.next_id += 1;
-        let status_line = if status == 200 {
-            String::new()
-        } else {
-            format!("status:{status}\n")
-        };
-        Bytes::from(format!(
-            "id:{id}\nevent:{event}\n:HTTP_STATUS/{status}\n{status_line}data:{data}\n\n"
-        ))
+        self.next_id - 1
     }
 
     /// The whole answer as one event (`--fake-stream`).
     pub fn whole(&mut self, text: &str, summary: &TurnSummary) -> Bytes {
+        let id = self.take_id();
         self.text = text.to_string();
         let body = response_body(
             &self.request_id,
@@ -62,19 +58,21 @@ impl DashScopeFrames {
             summary.finish.as_str(),
             Some(summary),
         );
-        self.frame("result", 200, &body)
+        frame(id, "result", 200, &body)
     }
 }
 
 impl FrameWriter for DashScopeFrames {
     fn text(&mut self, piece: &str) -> Option<Bytes> {
+        let id = self.take_id();
         self.text.push_str(piece);
         let shown = if self.incremental { piece } else { &self.text };
         let body = response_body(&self.request_id, &self.session_id, shown, "null", None);
-        Some(self.frame("result", 200, &body))
+        Some(frame(id, "result", 200, &body))
     }
 
     fn finished(&mut self, summary: &TurnSummary) -> Bytes {
+        let id = self.take_id();
         let shown = if self.incremental { "" } else { &self.text };
         let body = response_body(
             &self.request_id,
@@ -83,42 +81,87 @@ impl FrameWriter for DashScopeFrames {
             summary.finish.as_str(),
             Some(summary),
         );
-        self.frame("result", 200, &body)
+        frame(id, "result", 200, &body)
     }
 
     fn failed(&mut self, error: &ApiError) -> Bytes {
+        let id = self.take_id();
         let body = error.dashscope_body(&self.request_id);
-        self.frame("error", error.status().as_u16(), &body)
+        frame(id, "error", error.status().as_u16(), &body)
     }
 }
 
-/// The JSON of a DashScope answer, streamed or not.
-pub fn response_body(
-    request_id: &str,
-    session_id: &str,
-    text: &str,
-    finish_reason: &str,
-    summary: Option<&TurnSummary>,
-) -> Value {
-    let models = match summary {
-        Some(s) => json!([{
-            "model_id": s.model,
-            "input_tokens": s.usage.prompt_tokens,
-            "output_tokens": s.usage.completion_tokens,
-        }]),
-        None => json!([]),
-    };
-    json!({
-        "output": {
-            "text": text,
-            "finish_reason": finish_reason,
-            "session_id": session_id,
-            "thoughts": null,
-            "doc_references": null,
+/// One event, its JSON written straight after `data:` (no intermediate string).
+fn frame(id: u64, event: &str, status: u16, data: &impl Serialize) -> Bytes {
+    let mut out = Vec::with_capacity(256);
+    // Writing into a Vec cannot fail, nor can serializing these plain fields.
+    let _ = write!(out, "id:{id}\nevent:{event}\n:HTTP_STATUS/{status}\n");
+    if status != 200 {
+        let _ = writeln!(out, "status:{status}");
+    }
+    out.extend_from_slice(b"data:");
+    serde_json::to_writer(&mut out, data).expect("a frame always serializes");
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// The JSON of a DashScope answer, streamed or not. Written from borrowed fields (a frame per
+/// piece of text), in the order the keys always had.
+pub fn response_body<'a>(
+    request_id: &'a str,
+    session_id: &'a str,
+    text: &'a str,
+    finish_reason: &'a str,
+    summary: Option<&'a TurnSummary>,
+) -> AnswerBody<'a> {
+    AnswerBody {
+        output: Output {
+            doc_references: None,
+            finish_reason,
+            session_id,
+            text,
+            thoughts: None,
         },
-        "usage": {"models": models},
-        "request_id": request_id,
-    })
+        request_id,
+        usage: UsageBody {
+            models: summary
+                .map(|s| ModelUsage {
+                    input_tokens: s.usage.prompt_tokens,
+                    model_id: &s.model,
+                    output_tokens: s.usage.completion_tokens,
+                })
+                .into_iter()
+                .collect(),
+        },
+    }
+}
+
+#[derive(Serialize)]
+pub struct AnswerBody<'a> {
+    output: Output<'a>,
+    request_id: &'a str,
+    usage: UsageBody<'a>,
+}
+
+#[derive(Serialize)]
+struct Output<'a> {
+    doc_references: Option<()>,
+    finish_reason: &'a str,
+    session_id: &'a str,
+    text: &'a str,
+    thoughts: Option<()>,
+}
+
+#[derive(Serialize)]
+struct UsageBody<'a> {
+    models: Vec<ModelUsage<'a>>,
+}
+
+#[derive(Serialize)]
+struct ModelUsage<'a> {
+    input_tokens: u64,
+    model_id: &'a str,
+    output_tokens: u64,
 }
 
 #[cfg(test)]
@@ -127,6 +170,7 @@ mod tests {
     use crate::agent::FinishReason;
     use crate::api::error::ErrorKind;
     use crate::llm::Usage;
+    use serde_json::Value;
 
     fn data_of(frame: &Bytes) -> Value {
         let text = std::str::from_utf8(frame).unwrap();

@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::assemble::{AnswerLimits, assemble_sse, error_message, lenient_usage, truncate};
 use super::message::{ChatMessage, Completion, Usage};
+use super::request_body::request_body;
 use super::sampling::{Sampling, ToolChoice};
 use crate::metrics::{Metrics, UpstreamRole};
 use crate::redact::Secret;
@@ -201,7 +202,7 @@ impl LlmClient {
         on_text: &mut (dyn FnMut(&str) + Send),
     ) -> Result<Completion, LlmError> {
         let started = Instant::now();
-        let body = request_body(request, true, &self.extra_body);
+        let body = request_body(request, true, &self.extra_body).into();
         let answer = async {
             let response = self.send(&body).await?;
             let chunks = response.bytes_stream().map(|r| r.map_err(classify));
@@ -218,7 +219,7 @@ impl LlmClient {
     }
 
     async fn complete_once(&self, request: &ChatRequest<'_>) -> Result<Completion, LlmError> {
-        let body = request_body(request, false, &self.extra_body);
+        let body = request_body(request, false, &self.extra_body).into();
         let mut response = self.send(&body).await?;
         let (bytes, whole) = read_at_most(&mut response, self.limits.max_event_bytes()).await?;
         if !whole {
@@ -249,11 +250,15 @@ impl LlmClient {
     }
 
     /// Sends the request, retrying what may succeed on a second try, until a 2xx arrives.
-    async fn send(&self, body: &Value) -> Result<reqwest::Response, LlmError> {
+    async fn send(&self, body: &bytes::Bytes) -> Result<reqwest::Response, LlmError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut builder = self.http.post(&self.endpoint).json(body);
+            let mut builder = self
+                .http
+                .post(&self.endpoint)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
             if let Some(key) = &self.api_key {
                 builder = builder.bearer_auth(key.expose());
             }
@@ -288,33 +293,6 @@ impl LlmClient {
             tokio::time::sleep(wait).await;
         }
     }
-}
-
-fn request_body(
-    request: &ChatRequest<'_>,
-    stream: bool,
-    extra: &serde_json::Map<String, Value>,
-) -> Value {
-    let mut body = Value::Object(extra.clone());
-    body["model"] = json!(request.model);
-    body["messages"] = json!(request.messages);
-    body["stream"] = json!(stream);
-    if stream {
-        body["stream_options"] = json!({"include_usage": true});
-    }
-    if !request.tools.is_empty() {
-        body["tools"] = Value::Array(request.tools.to_vec());
-    }
-    request.sampling.apply(&mut body, !request.tools.is_empty());
-    if request.json_object {
-        body["response_format"] = json!({"type": "json_object"});
-    }
-    if let Some(choice) = request.tool_choice
-        && !request.tools.is_empty()
-    {
-        body["tool_choice"] = choice.to_json();
-    }
-    body
 }
 
 fn retryable(error: &LlmError) -> bool {

@@ -4,6 +4,7 @@
 mod assemble;
 mod client;
 mod message;
+mod request_body;
 mod sampling;
 
 pub use assemble::{

@@ -42,36 +42,6 @@ impl Sampling {
         response_format: None,
         parallel_tool_calls: None,
     };
-
-    /// Writes the settings that are set into a chat-completions request body.
-    pub fn apply(&self, body: &mut Value, offers_tools: bool) {
-        let numbers = [
-            ("temperature", self.temperature),
-            ("top_p", self.top_p),
-            ("presence_penalty", self.presence_penalty),
-            ("frequency_penalty", self.frequency_penalty),
-        ];
-        for (name, value) in numbers {
-            if let Some(value) = value {
-                body[name] = json!(value);
-            }
-        }
-        if let Some(max) = self.max_tokens {
-            body["max_tokens"] = json!(max);
-        }
-        if let Some(stop) = &self.stop {
-            body["stop"] = json!(stop);
-        }
-        if let Some(seed) = self.seed {
-            body["seed"] = json!(seed);
-        }
-        if let Some(format) = &self.response_format {
-            body["response_format"] = format.clone();
-        }
-        if offers_tools && let Some(parallel) = self.parallel_tool_calls {
-            body["parallel_tool_calls"] = json!(parallel);
-        }
-    }
 }
 
 /// Which tool the model must call (`tool_choice`), when the client asked for more than `auto`.
@@ -90,31 +60,5 @@ impl ToolChoice {
             ToolChoice::Required => json!("required"),
             ToolChoice::Function(name) => json!({"type": "function", "function": {"name": name}}),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sends_only_what_was_set_and_parallel_calls_only_with_tools() {
-        let mut body = json!({"model": "m"});
-        Sampling::NONE.apply(&mut body, true);
-        assert_eq!(body, json!({"model": "m"}));
-        let sampling = Sampling {
-            temperature: Some(0.5),
-            max_tokens: Some(7),
-            stop: Some(vec!["END".into()]),
-            parallel_tool_calls: Some(false),
-            ..Sampling::default()
-        };
-        sampling.apply(&mut body, false);
-        assert_eq!(
-            body,
-            json!({"model": "m", "temperature": 0.5, "max_tokens": 7, "stop": ["END"]})
-        );
-        sampling.apply(&mut body, true);
-        assert_eq!(body["parallel_tool_calls"], false);
     }
 }
