@@ -236,6 +236,17 @@ struct Fixture {
     cookie: String,
 }
 
+impl Fixture {
+    /// The page at `path`, as the logged-in reader.
+    async fn get(&self, path: &str) -> String {
+        get_as(&self.client, &format!("{}{path}", self.base), &self.cookie)
+            .await
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("log.sqlite3")).unwrap();
@@ -327,11 +338,7 @@ async fn the_box_page_shows_the_status_behind_the_login_and_never_a_credential()
     assert!(page.contains(r#"id="config-errors""#));
 
     // The conversation list links the box page; a viewer without a box has neither.
-    let index = get_as(&f.client, &format!("{}/", f.base), &f.cookie)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let index = f.get("/").await;
     assert!(index.contains(r#"href="/box""#));
     let boxless = serve_router(&f.store, true).await;
     let index = f.client.get(format!("{boxless}/")).send().await.unwrap();
@@ -343,12 +350,7 @@ async fn the_box_page_shows_the_status_behind_the_login_and_never_a_credential()
 #[tokio::test]
 async fn a_prompt_saves_only_with_the_csrf_token_and_keeps_the_old_text_as_bak() {
     let f = fixture().await;
-    let page = get_as(&f.client, &format!("{}/box", f.base), &f.cookie)
-        .await
-        .text()
-        .await
-        .unwrap();
-    let csrf = csrf_in(&page);
+    let csrf = csrf_in(&f.get("/box").await);
     let url = format!("{}/box/prompts", f.base);
     let file = f.control.config_dir.join("shop/chat_prompt.txt");
     let form = |token: &'static str| {
@@ -390,11 +392,7 @@ async fn a_prompt_saves_only_with_the_csrf_token_and_keeps_the_old_text_as_bak()
         std::fs::read_to_string(file.with_extension("txt.bak")).unwrap(),
         "You sell <b>tea</b> & cakes."
     );
-    let page = get_as(&f.client, &format!("{}{location}", f.base), &f.cookie)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = f.get(&location).await;
     assert!(page.contains("Saved chat_prompt of profile shop"), "{page}");
     assert!(page.contains("You sell coffee.\nBe brief."));
 
@@ -498,12 +496,7 @@ async fn read_events(
 #[tokio::test]
 async fn a_try_it_turn_streams_its_answer_and_is_logged_with_its_tool_steps() {
     let f = fixture().await;
-    let page = get_as(&f.client, &format!("{}/box", f.base), &f.cookie)
-        .await
-        .text()
-        .await
-        .unwrap();
-    let csrf = csrf_in(&page);
+    let csrf = csrf_in(&f.get("/box").await);
     let url = format!("{}/box/try", f.base);
 
     let r = post_form_as(
@@ -563,15 +556,7 @@ async fn a_try_it_turn_streams_its_answer_and_is_logged_with_its_tool_steps() {
     assert_eq!(done["tools_called"], serde_json::json!(["calculator"]));
 
     // What the page loads next: the logged turn, tool step included, as the viewer shows it.
-    let fragment = get_as(
-        &f.client,
-        &format!("{}/fragments/messages/shop%C2%B7page-1", f.base),
-        &f.cookie,
-    )
-    .await
-    .text()
-    .await
-    .unwrap();
+    let fragment = f.get("/fragments/messages/shop%C2%B7page-1").await;
     for shown in ["What is 2+2?", "Calls calculator", "Two plus two is four."] {
         assert!(fragment.contains(shown), "{shown:?} not in {fragment}");
     }
