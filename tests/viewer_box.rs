@@ -394,6 +394,9 @@ async fn a_prompt_saves_only_with_the_csrf_token_and_keeps_the_old_text_as_bak()
     );
     let page = f.get(&location).await;
     assert!(page.contains("Saved chat_prompt of profile shop"), "{page}");
+    let beside_the_form = r#"<span class="ok" role="status">Saved</span>"#;
+    assert_eq!(page.matches(beside_the_form).count(), 1);
+    assert!(!f.get("/box").await.contains(beside_the_form));
     assert!(page.contains("You sell coffee.\nBe brief."));
 
     // Refused: the page again, the reason beside the form and the text the reader sent.

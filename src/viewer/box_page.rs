@@ -36,6 +36,8 @@ struct BoxPage {
     has_session: bool,
     /// "Saved …", after a save.
     notice: Option<String>,
+    /// The (profile, prompt) just saved, whose form says so too.
+    saved: Option<(String, String)>,
     refused: Option<RefusedSave>,
 }
 
@@ -43,6 +45,13 @@ impl BoxPage {
     /// The id of a prompt's form, which a save links back to.
     fn prompt_anchor(&self, profile: &str, prompt: &str) -> String {
         prompt_anchor(profile, prompt)
+    }
+
+    /// Whether this prompt's form was the one just saved.
+    fn was_saved(&self, profile: &str, prompt: &str) -> bool {
+        self.saved
+            .as_ref()
+            .is_some_and(|(pf, pr)| pf == profile && pr == prompt)
     }
 
     /// The refusal for this prompt's form, if its save was refused.
@@ -99,6 +108,7 @@ pub async fn page(
         csrf: reader.csrf.clone().unwrap_or_default(),
         has_session: reader.has_session,
         notice,
+        saved: Some((saved.saved_profile, saved.saved_prompt)),
         refused: None,
     };
     render(&page, StatusCode::OK)
@@ -165,6 +175,7 @@ pub async fn save_prompt(
         csrf: reader.csrf.clone().unwrap_or_default(),
         has_session: reader.has_session,
         notice: None,
+        saved: None,
         refused: Some(RefusedSave {
             profile: form.profile,
             prompt: form.prompt,
