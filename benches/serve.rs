@@ -2,9 +2,12 @@
 //!
 //! The fake upstream answers every call after 500 ms. The same load (DashScope calls, each on
 //! its own session, as many Xiaozhi devices would make) is sent first straight to the fake's
-//! OpenAI API, then through lang-agent, at concurrency 1, 20 and 200, streaming and not.
-//! Printed per row: latency p50/p99, overhead (latency − 500 ms) p50/p99, time to first byte
-//! p50, throughput, and the server's resident memory. Figures only; nothing is asserted.
+//! OpenAI API, then through lang-agent, at concurrency 1, 20 and 200, streaming and not, and
+//! 1,000 streaming. Printed per level: the direct call's latency p50/p99, lang-agent's, the
+//! box's overhead (lang-agent's p50/p99 minus the direct call's, measured in the same run), time
+//! to first byte p50, throughput, CPU time per turn (the box's process; the router and chat
+//! calls and the log write included) and the server's resident memory. Figures only; nothing
+//! is asserted.
 //!
 //! Each client makes one unmeasured warm-up call first (its connection), so the figures are
 //! the steady state.
@@ -15,7 +18,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{KEY, Mock, Server, cpu_ms, http, ms, percentile, rss_kib};
+use common::{KEY, Mock, Server, cpu_ms, http, ms, percentile, raise_fd_limit, rss_kib};
 use futures::StreamExt;
 use serde_json::json;
 
@@ -110,8 +113,43 @@ async fn run_level(
     (all, started.elapsed())
 }
 
+/// One level's figures for one target.
+struct Level {
+    p50: Duration,
+    p99: Duration,
+    ttfb_p50: Duration,
+    per_sec: f64,
+    cpu_ms_per_call: f64,
+}
+
+async fn measure(
+    url: &str,
+    pid: u32,
+    target: Target,
+    stream: bool,
+    concurrency: usize,
+    per_client: usize,
+) -> Level {
+    let cpu_before = cpu_ms(pid);
+    let (samples, wall) = run_level(url, target, stream, concurrency, per_client).await;
+    // Warm-up calls included: one per client.
+    let cpu_ms_per_call = (cpu_ms(pid) - cpu_before) / (samples.len() + concurrency) as f64;
+    let mut totals: Vec<_> = samples.iter().map(|s| s.total).collect();
+    let mut firsts: Vec<_> = samples.iter().map(|s| s.first_byte).collect();
+    totals.sort();
+    firsts.sort();
+    Level {
+        p50: percentile(&totals, 0.5),
+        p99: percentile(&totals, 0.99),
+        ttfb_p50: percentile(&firsts, 0.5),
+        per_sec: samples.len() as f64 / wall.as_secs_f64(),
+        cpu_ms_per_call,
+    }
+}
+
 #[tokio::main]
 async fn main() {
+    raise_fd_limit();
     let per_client: usize = std::env::var("BENCH_REQUESTS_PER_CLIENT")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -130,78 +168,71 @@ async fn main() {
         UPSTREAM_DELAY.as_millis()
     );
     println!(
-        "{:<10} {:<7} {:>5} {:>6} | {:>8} {:>8} | {:>9} {:>9} | {:>8} | {:>7} | {:>8}",
-        "target",
+        "{:<7} {:>5} | {:>9} {:>9} | {:>9} {:>9} | {:>8} {:>8} | {:>8} | {:>7} | {:>7} | {:>7}",
         "mode",
         "conc",
-        "calls",
-        "p50 ms",
-        "p99 ms",
+        "direct50",
+        "direct99",
+        "box p50",
+        "box p99",
         "ovh p50",
         "ovh p99",
         "ttfb p50",
         "req/s",
+        "CPU ms",
         "RSS MiB"
     );
-    for concurrency in [1usize, 20, 200] {
-        for stream in [false, true] {
-            for target in [Target::MockDirect, Target::LangAgent] {
-                let url = match target {
-                    Target::MockDirect => mock.base_url.clone(),
-                    Target::LangAgent => server.url.clone(),
-                };
-                let target_pid = if target == Target::LangAgent {
-                    pid
-                } else {
-                    mock.proc.pid()
-                };
-                let cpu_before = cpu_ms(target_pid);
-                let (samples, wall) =
-                    run_level(&url, target, stream, concurrency, per_client).await;
-                // Warm-up calls included: one per client.
-                let cpu_per_call =
-                    (cpu_ms(target_pid) - cpu_before) / (samples.len() + concurrency) as f64;
-                let mut totals: Vec<_> = samples.iter().map(|s| s.total).collect();
-                let mut firsts: Vec<_> = samples.iter().map(|s| s.first_byte).collect();
-                let mut overhead: Vec<_> = totals
-                    .iter()
-                    .map(|t| t.saturating_sub(UPSTREAM_DELAY))
-                    .collect();
-                totals.sort();
-                firsts.sort();
-                overhead.sort();
-                let rss = if target == Target::LangAgent {
-                    format!("{:.1}", rss_kib(pid, "VmRSS:") as f64 / 1024.0)
-                } else {
-                    "-".into()
-                };
-                println!(
-                    "{:<10} {:<7} {:>5} {:>6} | {:>8.1} {:>8.1} | {:>9.2} {:>9.2} | {:>8.1} | {:>7.1} | {:>8} | {:>9.3}",
-                    if target == Target::LangAgent {
-                        "lang-agent"
-                    } else {
-                        "mock"
-                    },
-                    if stream { "stream" } else { "json" },
-                    concurrency,
-                    samples.len(),
-                    ms(percentile(&totals, 0.5)),
-                    ms(percentile(&totals, 0.99)),
-                    ms(percentile(&overhead, 0.5)),
-                    ms(percentile(&overhead, 0.99)),
-                    ms(percentile(&firsts, 0.5)),
-                    samples.len() as f64 / wall.as_secs_f64(),
-                    rss,
-                    cpu_per_call,
-                );
-            }
-        }
+    let levels = [
+        (1usize, false),
+        (1, true),
+        (20, false),
+        (20, true),
+        (200, false),
+        (200, true),
+        (1000, true),
+    ];
+    for (concurrency, stream) in levels {
+        let direct = measure(
+            &mock.base_url,
+            mock.proc.pid(),
+            Target::MockDirect,
+            stream,
+            concurrency,
+            per_client,
+        )
+        .await;
+        let boxed = measure(
+            &server.url,
+            pid,
+            Target::LangAgent,
+            stream,
+            concurrency,
+            per_client,
+        )
+        .await;
+        let overhead = |b: Duration, d: Duration| ms(b) - ms(d);
+        println!(
+            "{:<7} {:>5} | {:>9.1} {:>9.1} | {:>9.1} {:>9.1} | {:>8.2} {:>8.2} | {:>8.1} | {:>7.1} | {:>7.3} | {:>7.1}",
+            if stream { "stream" } else { "json" },
+            concurrency,
+            ms(direct.p50),
+            ms(direct.p99),
+            ms(boxed.p50),
+            ms(boxed.p99),
+            overhead(boxed.p50, direct.p50),
+            overhead(boxed.p99, direct.p99),
+            ms(boxed.ttfb_p50),
+            boxed.per_sec,
+            boxed.cpu_ms_per_call,
+            rss_kib(pid, "VmRSS:") as f64 / 1024.0,
+        );
     }
     println!(
         "server peak RSS (VmHWM): {:.1} MiB",
         rss_kib(pid, "VmHWM:") as f64 / 1024.0
     );
     println!(
-        "overhead = latency - 500 ms; compare the lang-agent rows with the mock rows at the same concurrency."
+        "ovh = lang-agent's latency minus the direct call's at the same level, same run (ms); \
+         CPU ms = the box's CPU time per turn"
     );
 }

@@ -326,7 +326,7 @@ async fn sighup_reloads_the_route_prompt_without_a_restart() {
         .status()
         .unwrap();
     assert!(status.success());
-    server.proc.wait_for_line("prompts reloaded");
+    server.proc.wait_for_line("configuration reloaded");
     dashscope_stream(&server, Some("pirate"), "ahoy").await;
     let router = requests_about(&mock, "ahoy")
         .await

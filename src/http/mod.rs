@@ -115,6 +115,13 @@ pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), BindErr
     Ok((listener, bound))
 }
 
+/// Installs rustls' crypto provider (ring, the small one): reqwest is built without a default,
+/// so every outgoing client (upstream, MCP, stress) calls this before it is built. A second
+/// install fails harmlessly.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Answers are many small writes (one SSE frame per piece of text); Nagle's algorithm would
 /// hold each back until the previous one is acknowledged, adding ~40 ms per turn.
 pub fn no_delay(stream: &mut TcpStream) {

@@ -139,9 +139,7 @@ pub struct LlmClient {
 
 impl LlmClient {
     pub fn new(config: &LlmConfig) -> Result<LlmClient, LlmError> {
-        // reqwest is built without a TLS crypto default; ring is the small one. Installing it
-        // a second time fails harmlessly, so every client may try.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::http::install_tls_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.read_timeout)

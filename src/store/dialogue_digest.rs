@@ -106,12 +106,11 @@ pub(super) fn extend_conversation(
         return Ok(());
     }
     let current: Option<Option<Vec<u8>>> = tx
-        .query_row(
+        .prepare_cached(
             "SELECT dialogue_digest FROM conversations
              WHERE conversation_id = ?1 AND stateless = 1",
-            [conversation],
-            |r| r.get(0),
-        )
+        )?
+        .query_row([conversation], |r| r.get(0))
         .optional()?;
     let Some(current) = current else {
         return Ok(());
@@ -121,10 +120,8 @@ pub(super) fn extend_conversation(
         .fold(DialogueDigest::from_column(current), |d, m| {
             Some(DialogueDigest::extend(d, m))
         });
-    tx.execute(
-        "UPDATE conversations SET dialogue_digest = ?2 WHERE conversation_id = ?1",
-        params![conversation, digest.map(|d| d.0.to_vec())],
-    )?;
+    tx.prepare_cached("UPDATE conversations SET dialogue_digest = ?2 WHERE conversation_id = ?1")?
+        .execute(params![conversation, digest.map(|d| d.0.to_vec())])?;
     Ok(())
 }
 

@@ -124,11 +124,10 @@ impl Store {
         let conversation = conversation_id.map(str::to_string);
         self.write(move |conn| {
             let n = match conversation {
-                Some(c) => conn.execute(
-                    "UPDATE messages SET in_context = 0 WHERE conversation_id = ?1 AND in_context = 1",
+                Some(c) => conn.prepare_cached("UPDATE messages SET in_context = 0 WHERE conversation_id = ?1 AND in_context = 1")?.execute(
                     [c],
                 )?,
-                None => conn.execute("UPDATE messages SET in_context = 0 WHERE in_context = 1", [])?,
+                None => conn.prepare_cached("UPDATE messages SET in_context = 0 WHERE in_context = 1")?.execute( [])?,
             };
             Ok(n)
         })
@@ -165,25 +164,22 @@ pub(super) fn enter_device_conversation(
     conversation: &str,
 ) -> Result<(), StoreError> {
     let previous: Option<String> = tx
-        .query_row(
-            "SELECT conversation_id FROM devices WHERE device_id = ?1",
-            [device],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT conversation_id FROM devices WHERE device_id = ?1")?
+        .query_row([device], |r| r.get(0))
         .optional()?;
     if previous.as_deref() == Some(conversation) {
         return Ok(());
     }
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO devices (device_id, conversation_id, updated_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (device_id) DO UPDATE SET conversation_id = ?2, updated_at = ?3",
-        params![device, conversation, now_timestamp()],
-    )?;
+    )?
+    .execute(params![device, conversation, now_timestamp()])?;
     if let Some(prev) = &previous {
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE messages SET in_context = 0 WHERE conversation_id = ?1 AND in_context = 1",
-            [prev],
-        )?;
+        )?
+        .execute([prev])?;
     }
     Ok(())
 }
@@ -200,11 +196,9 @@ pub(super) fn insert_messages(
     let now = now_timestamp();
     let created =
         ensure_conversation(tx, conversation, device, &ConversationTags::default(), &now)?;
-    let mut next: i64 = tx.query_row(
-        "SELECT message_count FROM conversations WHERE conversation_id = ?1",
-        [conversation],
-        |r| r.get(0),
-    )?;
+    let mut next: i64 = tx
+        .prepare_cached("SELECT message_count FROM conversations WHERE conversation_id = ?1")?
+        .query_row([conversation], |r| r.get(0))?;
     let mut seqs = Vec::with_capacity(messages.len());
     let mut insert = tx.prepare_cached(
         "INSERT INTO messages (conversation_id, message_type, content, sequence_number,
@@ -228,8 +222,7 @@ pub(super) fn insert_messages(
         seqs.push(next);
     }
     if !messages.is_empty() {
-        tx.execute(
-            "UPDATE conversations SET message_count = ?2, updated_at = ?3 WHERE conversation_id = ?1",
+        tx.prepare_cached("UPDATE conversations SET message_count = ?2, updated_at = ?3 WHERE conversation_id = ?1")?.execute(
             params![conversation, next, now],
         )?;
     }
@@ -299,20 +292,21 @@ pub(super) fn ensure_conversation(
     tags: &ConversationTags,
     now: &str,
 ) -> Result<bool, StoreError> {
-    let inserted = tx.execute(
-        "INSERT INTO conversations
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO conversations
              (conversation_id, device_id, message_count, created_at, updated_at, stateless,
               profile, origin)
          VALUES (?1, ?2, 0, ?3, ?3, ?4, ?5, ?6) ON CONFLICT (conversation_id) DO NOTHING",
-        params![
+        )?
+        .execute(params![
             conversation_id,
             device_id,
             now,
             tags.stateless,
             tags.profile,
             tags.origin.as_str()
-        ],
-    )?;
+        ])?;
     Ok(inserted == 1)
 }
 

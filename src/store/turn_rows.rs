@@ -47,11 +47,12 @@ pub const ABANDONED: &str = "the box stopped before the turn ended";
 /// Closes every `running` turn as interrupted: run at start, before any turn of this run
 /// exists. Returns how many there were.
 pub(super) fn close_abandoned(conn: &rusqlite::Connection) -> Result<usize, StoreError> {
-    Ok(conn.execute(
-        "UPDATE turns SET status = 'interrupted', error = ?1, finished_at = ?2
+    Ok(conn
+        .prepare_cached(
+            "UPDATE turns SET status = 'interrupted', error = ?1, finished_at = ?2
          WHERE status = 'running'",
-        params![ABANDONED, now_timestamp()],
-    )?)
+        )?
+        .execute(params![ABANDONED, now_timestamp()])?)
 }
 
 impl Store {
@@ -87,11 +88,11 @@ impl Store {
                 let now = now_timestamp();
                 let created =
                     ensure_conversation(tx, &conversation, device.as_deref(), &tags, &now)?;
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO turns (conversation_id, model, status, started_at)
                      VALUES (?1, ?2, 'running', ?3)",
-                    params![conversation, model, now],
-                )?;
+                )?
+                .execute(params![conversation, model, now])?;
                 let id = tx.last_insert_rowid();
                 insert_messages(tx, &conversation, device.as_deref(), Some(id), &messages)?;
                 if stateless {
@@ -140,21 +141,21 @@ impl Store {
             if let Some(heard) = &heard {
                 extend_conversation(tx, &conversation, std::slice::from_ref(heard))?;
             }
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE turns SET status = ?2, error = ?3, input_tokens = ?4, output_tokens = ?5,
                         ttft_ms = ?6, total_ms = ?7, finished_at = ?8
                  WHERE id = ?1",
-                params![
-                    turn_id,
-                    outcome.status.as_str(),
-                    outcome.error,
-                    outcome.input_tokens as i64,
-                    outcome.output_tokens as i64,
-                    outcome.ttft_ms.map(|v| v as i64),
-                    outcome.total_ms as i64,
-                    now_timestamp(),
-                ],
-            )?;
+            )?
+            .execute(params![
+                turn_id,
+                outcome.status.as_str(),
+                outcome.error,
+                outcome.input_tokens as i64,
+                outcome.output_tokens as i64,
+                outcome.ttft_ms.map(|v| v as i64),
+                outcome.total_ms as i64,
+                now_timestamp(),
+            ])?;
             Ok(())
         })
         .await?;

@@ -98,8 +98,7 @@ pub struct Runner {
 
 impl Runner {
     pub fn new(target: Target) -> Result<Runner, StressError> {
-        // reqwest is built without a TLS crypto default (see llm/client.rs).
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::http::install_tls_provider();
         let client = reqwest::Client::builder()
             .build()
             .map_err(|e| StressError::Client(e.to_string()))?;

@@ -25,6 +25,7 @@ pub struct HttpClientError(#[from] reqwest::Error);
 /// The HTTP client the MCP servers share. No read timeout: SSE streams stay open and quiet
 /// for as long as the server lives; calls are bounded by the toolbox's per-tool timeout.
 pub fn http_client() -> Result<reqwest::Client, HttpClientError> {
+    crate::http::install_tls_provider();
     Ok(reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .build()?)

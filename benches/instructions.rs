@@ -1,0 +1,164 @@
+//! Instructions per turn: the box's own CPU cost, counted by `valgrind --tool=callgrind`, which
+//! is repeatable where wall-clock figures are not (and where `perf` is not allowed).
+//!
+//! `lang-agent serve` runs under callgrind against the fake upstream (no delay). After a
+//! warm-up, the counters are zeroed, a fixed number of turns is sent one after another, and
+//! the counters are dumped: the total divided by the turns is the instructions per turn, for a
+//! streamed and a collected DashScope turn and a streamed OpenAI one (all chat route: router
+//! and chat calls). Figures only; nothing is asserted.
+//!
+//! `cargo bench --bench instructions` (valgrind must be installed; `BENCH_TURNS` sets the
+//! turns per row, default 200; `LANG_AGENT_BIN=path` measures another build of the binary,
+//! e.g. the one before a change).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{KEY, Mock, Proc, Server, http};
+use serde_json::json;
+
+#[derive(Clone, Copy)]
+enum Turn {
+    DashScopeStream,
+    DashScopeJson,
+    OpenAiStream,
+}
+
+impl Turn {
+    fn label(self) -> &'static str {
+        match self {
+            Turn::DashScopeStream => "dashscope stream",
+            Turn::DashScopeJson => "dashscope json",
+            Turn::OpenAiStream => "openai stream",
+        }
+    }
+}
+
+async fn one(client: &reqwest::Client, server: &Server, turn: Turn, n: usize) {
+    let text = format!("turn {n}: what is the weather like today?");
+    let request = match turn {
+        Turn::DashScopeStream | Turn::DashScopeJson => {
+            let r = client
+                .post(format!("{}/api/apps/bench/completion", server.url))
+                .bearer_auth(KEY)
+                .json(&json!({"input": {"prompt": text, "session_id": format!("s-{}", n % 50)}}));
+            if matches!(turn, Turn::DashScopeStream) {
+                r.header("X-DashScope-SSE", "enable")
+            } else {
+                r
+            }
+        }
+        Turn::OpenAiStream => client
+            .post(format!("{}/v1/chat/completions", server.url))
+            .bearer_auth(KEY)
+            .json(
+                &json!({"stream": true, "thread_id": format!("t-{}", n % 50),
+                          "messages": [{"role": "user", "content": text}]}),
+            ),
+    };
+    let response = request.send().await.expect("request");
+    assert!(response.status().is_success(), "{}", response.status());
+    response.bytes().await.expect("body");
+}
+
+/// `serve`'s command line, run under callgrind writing to `out_dir`.
+fn under_callgrind(serve: Command, out_dir: &Path) -> Command {
+    let mut command = Command::new("valgrind");
+    command
+        .arg("--tool=callgrind")
+        .arg(format!(
+            "--callgrind-out-file={}/callgrind.out",
+            out_dir.display()
+        ))
+        .arg(std::env::var_os("LANG_AGENT_BIN").unwrap_or_else(|| serve.get_program().into()))
+        .args(serve.get_args());
+    for (key, value) in serve.get_envs() {
+        match value {
+            Some(v) => command.env(key, v),
+            None => command.env_remove(key),
+        };
+    }
+    if let Some(dir) = serve.get_current_dir() {
+        command.current_dir(dir);
+    }
+    command
+}
+
+/// The instruction total of the newest callgrind dump in `dir`.
+fn newest_dump_instructions(dir: &Path) -> u64 {
+    let newest = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("callgrind.out"))
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .expect("a callgrind dump");
+    let text = std::fs::read_to_string(newest.path()).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("summary: ").or(l.strip_prefix("totals: ")))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("a summary line")
+}
+
+fn callgrind_control(flag: &str, pid: u32) {
+    let status = Command::new("callgrind_control")
+        .args([flag, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("callgrind_control");
+    assert!(status.success(), "callgrind_control {flag} failed");
+}
+
+#[tokio::main]
+async fn main() {
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        println!("valgrind is not installed; nothing measured");
+        return;
+    }
+    let turns: usize = std::env::var("BENCH_TURNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let mock = Mock::start(0, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("callgrind");
+    std::fs::create_dir_all(&out).unwrap();
+    let serve = Server::command(
+        &dir.path().join("data"),
+        Some(&mock.base_url),
+        &[],
+        &[("FAST_AUTH_KEYS", KEY)],
+    );
+    let server = Server::ready(
+        Proc::spawn(under_callgrind(serve, &out)),
+        &dir.path().join("data"),
+    );
+    let pid = server.proc.pid();
+    let client = http();
+
+    println!("lang-agent instructions per turn (callgrind), {turns} turns per row, chat route");
+    println!("{:<18} {:>14} {:>16}", "turn", "instructions", "per turn");
+    for turn in [
+        Turn::DashScopeStream,
+        Turn::DashScopeJson,
+        Turn::OpenAiStream,
+    ] {
+        for n in 0..20 {
+            one(&client, &server, turn, n).await;
+        }
+        callgrind_control("-z", pid);
+        for n in 0..turns {
+            one(&client, &server, turn, n).await;
+        }
+        callgrind_control("-d", pid);
+        let total = newest_dump_instructions(&out);
+        println!(
+            "{:<18} {:>14} {:>16}",
+            turn.label(),
+            total,
+            total / turns as u64
+        );
+    }
+}
