@@ -97,6 +97,7 @@
       var ended = null;
       fetch('/box/try', { method: 'POST', body: body, credentials: 'same-origin' })
         .then(function (r) {
+          if (r.redirected) throw new Error('your login has expired; reload the page and log in');
           var type = r.headers.get('content-type') || '';
           if (!r.ok || type.indexOf('text/event-stream') < 0) {
             return r.text().then(function (t) {

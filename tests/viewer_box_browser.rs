@@ -50,7 +50,11 @@ async fn the_box_page_edits_a_prompt_and_runs_a_try_it_turn_with_the_calculator(
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(origins, ["page"], "{}", server.proc.log());
+    assert!(
+        !origins.is_empty() && origins.iter().all(|o| o == "page"),
+        "{origins:?}\n{}",
+        server.proc.log()
+    );
 }
 
 async fn run(web: &WebDriver, base: &str, prompts_dir: &Path) -> WebDriverResult<()> {
@@ -114,6 +118,8 @@ async fn run(web: &WebDriver, base: &str, prompts_dir: &Path) -> WebDriverResult
         "{}",
         tool.text().await?
     );
+    let answer = wait_for(web, "#try-chat .msg.ai .text").await;
+    assert_eq!(answer.text().await?, "Tool said: 1813.");
     let status = web.find(By::Id("try-status")).await?;
     assert!(
         status.text().await?.starts_with("Done"),
