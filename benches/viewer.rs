@@ -271,7 +271,7 @@ fn main() {
             "search index built for {indexed} messages in {:.1} s",
             indexing.elapsed().as_secs_f64()
         );
-        let app = router(Source::from_store(store.clone()), Access::open());
+        let app = router(Source::from_store(store.clone()), Access::open(), None);
         println!("viewer server time, {REQUESTS} requests each, 10,000 conversations / 1,000,000 messages:");
         measure(&app, "list page (newest)", "/").await;
         measure(&app, "list page 100 of 200", "/?page=100").await;

@@ -105,7 +105,7 @@ async fn fleet() -> (TempDatabase, tokio_postgres::Client, String) {
     let source = Source::connect_postgres(&db.url)
         .await
         .expect("connect the viewer");
-    let app = router(source, Access::open());
+    let app = router(source, Access::open(), None);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

@@ -44,6 +44,13 @@ impl PromptName {
         }
     }
 
+    /// The prompt called `name`: the name operators know (`chat`) or its file's stem
+    /// (`chat_prompt`, as the box page names prompts).
+    pub fn parse(name: &str) -> Option<PromptName> {
+        let name = name.strip_suffix("_prompt").unwrap_or(name);
+        PromptName::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+
     /// Its file in `<config-dir>/route_sys_prompts/`.
     pub fn file_name(self) -> String {
         format!("{}_prompt.txt", self.as_str())
@@ -128,6 +135,55 @@ impl Prompts {
     }
 }
 
+/// The longest prompt [`save`] accepts.
+pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
+
+/// Replaces prompt `name` in `dir` (a prompts directory) with `text`, so that a crash at any
+/// moment leaves either the old file or the new one, never half of either: the text is
+/// written to a temporary file in `dir`, flushed to disk, the current file is kept as
+/// `<file>.bak`, and the new one renamed into place. The live reload then applies it.
+///
+/// A text that is empty (after trimming), over [`MAX_PROMPT_BYTES`] or holds a NUL is refused
+/// with [`std::io::ErrorKind::InvalidInput`] and nothing is touched.
+pub fn save(dir: &Path, name: PromptName, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
+    if text.trim().is_empty() {
+        return Err(invalid(format!(
+            "the {} prompt may not be empty",
+            name.as_str()
+        )));
+    }
+    if text.len() > MAX_PROMPT_BYTES {
+        return Err(invalid(format!(
+            "the {} prompt is {} bytes; at most {MAX_PROMPT_BYTES} are allowed",
+            name.as_str(),
+            text.len()
+        )));
+    }
+    if text.contains('\0') {
+        return Err(invalid(format!(
+            "the {} prompt holds a NUL character",
+            name.as_str()
+        )));
+    }
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(name.file_name());
+    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
+    temp.write_all(text.as_bytes())?;
+    temp.as_file().sync_all()?;
+    let backup = dir.join(format!("{}.bak", name.file_name()));
+    match std::fs::copy(&path, &backup) {
+        Ok(_) => {}
+        // No file yet: the prompt was the built-in default, nothing to keep.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    temp.persist(&path).map_err(|e| e.error)?;
+    // The rename itself is durable only once the directory is.
+    std::fs::File::open(dir)?.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +227,62 @@ mod tests {
         for name in PromptName::ALL {
             assert_eq!(&*prompts.get(name), format!("the {name:?} text"));
         }
+    }
+
+    #[test]
+    fn names_parse_as_operators_and_the_box_page_write_them() {
+        for name in PromptName::ALL {
+            assert_eq!(PromptName::parse(name.as_str()), Some(name));
+            assert_eq!(
+                PromptName::parse(&format!("{}_prompt", name.as_str())),
+                Some(name)
+            );
+        }
+        for wrong in ["", "_prompt", "Chat", "chat_prompt.txt", "../chat", "chats"] {
+            assert_eq!(PromptName::parse(wrong), None, "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn save_replaces_the_file_and_keeps_the_old_text_as_bak() {
+        let dir = tempfile::tempdir().unwrap();
+        let prompts_dir = dir.path().join("route_sys_prompts");
+        save(&prompts_dir, PromptName::Chat, "First.").unwrap();
+        let file = prompts_dir.join("chat_prompt.txt");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "First.");
+        assert!(!prompts_dir.join("chat_prompt.txt.bak").exists());
+        save(&prompts_dir, PromptName::Chat, "Be a pirate.").unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "Be a pirate.");
+        assert_eq!(
+            std::fs::read_to_string(prompts_dir.join("chat_prompt.txt.bak")).unwrap(),
+            "First."
+        );
+        // No temporary file is left behind.
+        let mut names: Vec<_> = std::fs::read_dir(&prompts_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["chat_prompt.txt", "chat_prompt.txt.bak"]);
+        let prompts = Prompts::from_dir(&prompts_dir).unwrap();
+        assert_eq!(&*prompts.get(PromptName::Chat), "Be a pirate.");
+    }
+
+    #[test]
+    fn save_refuses_an_invalid_text_and_leaves_the_file_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        save(dir.path(), PromptName::Tool, "Use tools.").unwrap();
+        let too_long = "x".repeat(MAX_PROMPT_BYTES + 1);
+        for bad in ["", "  \n\t ", "a\0b", too_long.as_str()] {
+            let error = save(dir.path(), PromptName::Tool, bad).unwrap_err();
+            assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{bad:?}");
+            assert!(error.to_string().contains("tool prompt"), "{error}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("tool_prompt.txt")).unwrap(),
+            "Use tools."
+        );
+        assert!(!dir.path().join("tool_prompt.txt.bak").exists());
+        save(dir.path(), PromptName::Tool, &"y".repeat(MAX_PROMPT_BYTES)).unwrap();
     }
 }

@@ -123,7 +123,7 @@ pub async fn run(config: Config, serve: ServeConfig, reread: Reread) -> Result<(
         Some(addr) => {
             let (listener, bound) = bind(addr).await?;
             let access = viewer::access_for_serve(&keys, serve.viewer_open);
-            let app = viewer::router(viewer::Source::from_store(store.clone()), access);
+            let app = viewer::router(viewer::Source::from_store(store.clone()), access, None);
             Some((listener, bound, app))
         }
         None => None,

@@ -53,7 +53,7 @@ pub async fn run(config: &Config, args: &ViewerArgs) -> Result<(), ViewerCommand
     logging::console_line(format_args!("viewer listening on http://{bound}"));
     let shutdown = stop_on_signal();
     source.keep_search_index(shutdown.clone());
-    let app = viewer::router(source, access);
+    let app = viewer::router(source, access, None);
     run_with_grace(http::serve(listener, app, limits, &shutdown), &shutdown).await;
     Ok(())
 }

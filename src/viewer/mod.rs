@@ -10,10 +10,15 @@
 //! `/c/{id}/download`, `/fragments/*` (HTML pieces for live updates), `/login`, `/logout`,
 //! `/api/conversations`, `/api/conversations/{id}/messages`, `/api/events` (SSE),
 //! `/assets/*` and `/health`. Everything but `/health`, `/login` and `/assets` needs a login.
+//! Given a [`BoxControl`] (`serve` has one, `lang-agent viewer` alone does not), also the box
+//! page: `/box` (configuration and prompts), `/box/prompts` (save a prompt, CSRF token) and
+//! `/box/try` (a try-it turn, streamed as server-sent events).
 
 mod api;
 mod assets;
 mod box_control;
+mod box_page;
+mod box_try;
 mod changes;
 mod live;
 mod model;
@@ -77,20 +82,24 @@ struct ViewerState {
     source: Source,
     access: Access,
     sessions: Arc<session::Sessions>,
+    /// The running box, when the viewer is part of `serve`: the box page is mounted.
+    box_control: Option<Arc<dyn BoxControl>>,
 }
 
 /// The viewer's routes, ready to be served on their own port.
 ///
-/// `serve` calls `router(Source::from_store(store.clone()), Access::login(keys))`, or
-/// `Access::open()` with `--viewer-open`. Live updates need a tokio runtime only once a
-/// browser connects.
-pub fn router(source: Source, access: Access) -> Router {
+/// `serve` calls `router(Source::from_store(store.clone()), Access::login(keys), box_control)`,
+/// or `Access::open()` with `--viewer-open`. Live updates need a tokio runtime only once a
+/// browser connects. `box_control`: None leaves out the box page.
+pub fn router(source: Source, access: Access, box_control: Option<Arc<dyn BoxControl>>) -> Router {
+    let has_box = box_control.is_some();
     let state = ViewerState {
         source,
         access,
         sessions: Arc::new(session::Sessions::new()),
+        box_control,
     };
-    let pages = Router::new()
+    let mut pages = Router::new()
         .route("/", get(pages::index))
         .route("/c/{id}", get(pages::conversation))
         .route(
@@ -100,11 +109,17 @@ pub fn router(source: Source, access: Access) -> Router {
         .route("/c/{id}/download", get(pages::download))
         .route("/fragments/sidebar", get(pages::sidebar_fragment))
         .route("/fragments/messages/{id}", get(pages::messages_fragment))
-        .route("/logout", post(session::logout))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            session::require_login_page,
-        ));
+        .route("/logout", post(session::logout));
+    if has_box {
+        pages = pages
+            .route("/box", get(box_page::page))
+            .route("/box/prompts", post(box_page::save_prompt))
+            .route("/box/try", post(box_try::try_turn));
+    }
+    let pages = pages.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        session::require_login_page,
+    ));
     let api = Router::new()
         .route("/api/conversations", get(api::conversations))
         .route("/api/conversations/{id}/messages", get(api::messages))

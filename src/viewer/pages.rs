@@ -19,7 +19,7 @@ use super::render::{
     ConversationRow, MessageBubble, conversation_href, conversation_row, message_bubble,
     path_segment, with_query,
 };
-use super::session::{CsrfForm, Reader};
+use super::session::{CsrfForm, Reader, stale_form};
 use super::{ViewerError, ViewerState};
 
 /// Conversations per page of the list.
@@ -155,6 +155,8 @@ struct IndexPage {
     filter_qs: String,
     csrf: String,
     has_session: bool,
+    /// The viewer is part of a running box: link its box page.
+    has_box: bool,
     conversation: Option<OpenConversation>,
     messages: Vec<MessageBubble>,
     confirm_delete: bool,
@@ -271,6 +273,7 @@ pub async fn index(
             filter_qs: params.query(),
             csrf: reader.csrf.clone().unwrap_or_default(),
             has_session: reader.has_session,
+            has_box: state.box_control.is_some(),
             conversation: None,
             messages: Vec::new(),
             confirm_delete: false,
@@ -347,6 +350,7 @@ async fn conversation_page(
         filter_qs,
         csrf: reader.csrf.clone().unwrap_or_default(),
         has_session: reader.has_session,
+        has_box: state.box_control.is_some(),
         conversation: Some(open),
         messages: bubbles,
         confirm_delete,
@@ -382,11 +386,7 @@ pub async fn delete(
     Form(form): Form<CsrfForm>,
 ) -> Response {
     if !reader.csrf_matches(&form.csrf) {
-        return (
-            StatusCode::FORBIDDEN,
-            "Stale or missing form token; reload the page and try again.",
-        )
-            .into_response();
+        return stale_form();
     }
     match state.source.delete(&id).await {
         Ok(_) => Redirect::to(&with_query("/", &params.query())).into_response(),

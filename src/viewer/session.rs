@@ -390,6 +390,15 @@ pub async fn login(
     response
 }
 
+/// The answer to a state-changing form without this session's CSRF token.
+pub fn stale_form() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "Stale or missing form token; reload the page and try again.",
+    )
+        .into_response()
+}
+
 #[derive(Deserialize)]
 pub struct CsrfForm {
     #[serde(default)]
@@ -403,11 +412,7 @@ pub async fn logout(
     Form(form): Form<CsrfForm>,
 ) -> Response {
     if !reader.csrf_matches(&form.csrf) {
-        return (
-            StatusCode::FORBIDDEN,
-            "Stale or missing form token; reload the page.",
-        )
-            .into_response();
+        return stale_form();
     }
     if let Some(token) = session_cookie(&headers) {
         state.sessions.remove(token);

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test file uses its own part
 
+pub mod browser;
 pub mod export;
 pub mod raw_http;
 pub mod viewer;

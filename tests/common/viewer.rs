@@ -10,7 +10,7 @@ use std::time::Duration;
 use lang_agent::auth::ApiKeys;
 use lang_agent::redact::Secret;
 use lang_agent::store::{MessageKind, NewMessage, Store};
-use lang_agent::viewer::{Access, Source, router};
+use lang_agent::viewer::{Access, BoxControl, Source, router};
 
 pub use super::KEY;
 
@@ -92,12 +92,21 @@ pub async fn seed(store: &Store) {
 
 /// Serves the in-process router on a free 127.0.0.1 port; returns its base URL.
 pub async fn serve_router(store: &Store, open: bool) -> String {
+    serve_router_with_box(store, open, None).await
+}
+
+/// As [`serve_router`], with the box page when `box_control` is given.
+pub async fn serve_router_with_box(
+    store: &Store,
+    open: bool,
+    box_control: Option<std::sync::Arc<dyn BoxControl>>,
+) -> String {
     let access = if open {
         Access::open()
     } else {
         Access::login(ApiKeys::from_keys(vec![Secret::new(KEY)]))
     };
-    let app = router(Source::from_store(store.clone()), access);
+    let app = router(Source::from_store(store.clone()), access, box_control);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
