@@ -22,7 +22,6 @@ const OLD_CHAT_PROMPT: &str = "You are the box's assistant. Answer briefly.";
 const NEW_CHAT_PROMPT: &str = "You are a patient maths tutor.";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs serve's BoxControl"]
 async fn the_box_page_edits_a_prompt_and_runs_a_try_it_turn_with_the_calculator() {
     let driver = start_chromedriver().await;
     let dir = tempfile::tempdir().unwrap();

@@ -3,6 +3,7 @@
 //! type why it could not. `main.rs` prints that error as `lang-agent: …`.
 
 pub mod backup;
+pub mod box_control;
 pub mod chat;
 pub mod doctor;
 pub mod eval;

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::box_control::ServeBox;
 use super::live::{LiveBox, Reread};
 use super::pipeline::{Pipeline, PipelineError};
 use crate::api::{self, ApiSettings, AppState};
@@ -123,7 +124,9 @@ pub async fn run(config: Config, serve: ServeConfig, reread: Reread) -> Result<(
         Some(addr) => {
             let (listener, bound) = bind(addr).await?;
             let access = viewer::access_for_serve(&keys, serve.viewer_open);
-            let app = viewer::router(viewer::Source::from_store(store.clone()), access, None);
+            let control: Arc<dyn viewer::BoxControl> = Arc::new(ServeBox(Arc::clone(&live)));
+            let source = viewer::Source::from_store(store.clone());
+            let app = viewer::router(source, access, Some(control));
             Some((listener, bound, app))
         }
         None => None,
