@@ -11,7 +11,7 @@ use std::path::Path;
 
 use common::browser::*;
 use common::viewer::*;
-use common::{Mock, Server};
+use common::{Mock, Server, free_port};
 use thirtyfour::prelude::*;
 
 /// A question the mock upstream answers with a calculator call on the tool branch.
@@ -33,7 +33,12 @@ async fn the_box_page_edits_a_prompt_and_runs_a_try_it_turn_with_the_calculator(
     std::fs::write(prompts_dir.join("chat_prompt.txt"), OLD_CHAT_PROMPT).unwrap();
     let mock = Mock::start(0, 30);
     let config_arg = config_dir.display().to_string();
-    let server = Server::start(&data_dir, &mock.base_url, &["--config-dir", &config_arg]);
+    let viewer_port = free_port().to_string();
+    let server = Server::start(
+        &data_dir,
+        &mock.base_url,
+        &["--config-dir", &config_arg, "--viewer-port", &viewer_port],
+    );
     let base = server.viewer_url().expect("serve runs the viewer");
     let web = browser(&driver, &dir.path().join("profile")).await;
     let result = run(&web, &base, &prompts_dir).await;

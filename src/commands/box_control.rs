@@ -178,7 +178,8 @@ fn prompt_views(profile: &Profile) -> Vec<PromptView> {
     PromptName::ALL
         .into_iter()
         .map(|name| PromptView {
-            name: name.as_str().to_string(),
+            // The file's stem, as the page names prompts (`PromptName::parse` reads it back).
+            name: format!("{}_prompt", name.as_str()),
             file: profile
                 .prompts
                 .dir()

@@ -83,7 +83,7 @@ pub struct ProfileView {
 /// One prompt file of a profile.
 #[derive(Debug, Clone, Default)]
 pub struct PromptView {
-    /// The prompt's name, as `save_prompt` takes it (e.g. `chat`, `tool`).
+    /// The prompt's name, as `save_prompt` takes it (e.g. `chat_prompt`).
     pub name: String,
     /// Its file on disk.
     pub file: String,
