@@ -30,7 +30,7 @@ pub use pg_writer::{MESSAGES_DDL, STATE_DDL};
 pub use progress::Progress;
 pub use sql_file::write_sql_file;
 
-use pg_writer::BatchOutcome;
+use pg_writer::{BatchOutcome, TableShape};
 
 /// Messages per transaction unless `--batch-size` says otherwise: large enough that COPY
 /// dominates the per-transaction round trips, small enough to commit every fraction of a second.
@@ -133,6 +133,8 @@ pub struct Exporter {
     source_id: String,
     options: ExportOptions,
     last_id: i64,
+    /// The `messages` table's shape, as found at connect.
+    shape: TableShape,
 }
 
 impl Exporter {
@@ -145,16 +147,16 @@ impl Exporter {
     ) -> Result<Exporter, ExportError> {
         let source_id = sqlite_batches::source_id(store).await?;
         let limit = options.stall_timeout;
-        let (client, connection, last_id) = within(limit, "connecting", async {
+        let (client, connection, last_id, shape) = within(limit, "connecting", async {
             let (mut client, connection) = target
                 .connect()
                 .await
                 .map_err(|e| ExportError::connect(target.redacted(), e))?;
             pg_writer::set_session_timeouts(&client, limit).await?;
-            pg_writer::prepare_schema(&mut client).await?;
+            let shape = pg_writer::prepare_schema(&mut client).await?;
             let last_id =
                 pg_writer::start_progress(&client, &source_id, options.box_id.as_ref()).await?;
-            Ok((client, connection, last_id))
+            Ok((client, connection, last_id, shape))
         })
         .await?;
         Ok(Exporter {
@@ -164,6 +166,7 @@ impl Exporter {
             source_id,
             options: options.clone(),
             last_id,
+            shape,
         })
     }
 
@@ -203,13 +206,14 @@ impl Exporter {
                     self.options.box_id.as_ref(),
                     self.last_id,
                     &batch,
+                    self.shape,
                 ),
             )
             .await;
             match outcome {
-                Ok(BatchOutcome::Committed) => {
+                Ok(BatchOutcome::Committed { inserted }) => {
                     self.last_id = batch_last;
-                    copied += batch.len() as u64;
+                    copied += inserted;
                     progress.advance(batch.len() as u64);
                 }
                 Ok(BatchOutcome::Moved(elsewhere)) => {

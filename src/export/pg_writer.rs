@@ -9,6 +9,10 @@
 //!
 //! An existing `messages` table is checked before anything is created or written: one made by
 //! the original system's SQL is used as is; one of another shape is reported column by column.
+//! The original's newer table ([`TableShape`]) is written too: its `pipeline_id` gets the
+//! conversation's profile, and under its `UNIQUE (conversation_id, sequence_number)` a batch
+//! goes through a temporary table and `INSERT … ON CONFLICT DO NOTHING`, so rows that are
+//! already there are skipped instead of failing the batch for ever.
 
 use tokio_postgres::Client;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -42,9 +46,8 @@ CREATE TABLE IF NOT EXISTS lang_agent_export_state (
 );
 ";
 
-/// The columns export writes, in COPY order, with the types it sends.
-const COPY_SQL: &str = "COPY messages (conversation_id, message_type, content, sequence_number, \
-                        created_at) FROM STDIN (FORMAT binary)";
+/// The documented columns export writes, in COPY order, with the types it sends.
+const COLUMNS: &str = "conversation_id, message_type, content, sequence_number, created_at";
 const COPY_TYPES: [Type; 5] = [
     Type::TEXT,
     Type::VARCHAR,
@@ -52,6 +55,25 @@ const COPY_TYPES: [Type; 5] = [
     Type::INT4,
     Type::TIMESTAMPTZ,
 ];
+
+/// Where a batch waits before it joins a table with a unique (conversation, sequence) key;
+/// one per connection, emptied at every commit.
+const BATCH_TABLE_DDL: &str = "\
+CREATE TEMP TABLE IF NOT EXISTS lang_agent_export_batch (
+    conversation_id TEXT, message_type VARCHAR(10), content TEXT, sequence_number INTEGER,
+    created_at TIMESTAMPTZ, pipeline_id TEXT, source_id BIGINT
+) ON COMMIT DELETE ROWS";
+
+/// What the `messages` table holds beyond the documented columns: the original system's newer
+/// table has both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableShape {
+    /// A `pipeline_id TEXT` column: export fills it with the conversation's profile.
+    pub pipeline_id: bool,
+    /// A unique index on exactly (conversation_id, sequence_number): rows already there are
+    /// skipped.
+    pub unique_sequence: bool,
+}
 
 /// A column as the catalog describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,12 +228,15 @@ async fn table_columns(
     ))
 }
 
-/// Checks existing tables, then creates what is missing. Nothing is created unless every
-/// existing table passes, so a mismatch leaves the database exactly as it was.
-pub async fn prepare_schema(client: &mut Client) -> Result<(), ExportError> {
+/// Checks existing tables, then creates what is missing (the documented shape). Nothing is
+/// created unless every existing table passes, so a mismatch leaves the database exactly as
+/// it was. Returns the `messages` table's shape.
+pub async fn prepare_schema(client: &mut Client) -> Result<TableShape, ExportError> {
     let messages = table_columns(client, "messages").await?;
+    let mut shape = TableShape::default();
     if let Some(columns) = &messages {
         check_columns("messages", columns, MESSAGES_COLUMNS)?;
+        shape = table_shape(client, columns).await?;
     }
     let state = table_columns(client, "lang_agent_export_state").await?;
     if let Some(columns) = &state {
@@ -265,7 +290,41 @@ pub async fn prepare_schema(client: &mut Client) -> Result<(), ExportError> {
     }
     tx.commit()
         .await
-        .map_err(|e| ExportError::postgres("committing the schema", e))
+        .map_err(|e| ExportError::postgres("committing the schema", e))?;
+    Ok(shape)
+}
+
+/// The newer table's extras, if `messages` (with `columns`) has them.
+async fn table_shape(client: &Client, columns: &[ColumnInfo]) -> Result<TableShape, ExportError> {
+    let pipeline_id = match columns.iter().find(|c| c.name == "pipeline_id") {
+        None => false,
+        Some(c) if matches!(c.type_name.as_str(), "text" | "character varying") => true,
+        Some(c) => {
+            return Err(ExportError::Shape {
+                table: "messages".into(),
+                problem: format!("column pipeline_id is {}, expected text", c.type_name),
+            });
+        }
+    };
+    let unique_sequence = client
+        .query_one(
+            "SELECT EXISTS (
+                 SELECT 1 FROM pg_index i
+                 WHERE i.indrelid = to_regclass('messages') AND i.indisunique
+                   AND i.indpred IS NULL
+                   AND (SELECT array_agg(a.attname::text ORDER BY a.attname)
+                        FROM pg_attribute a
+                        WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey))
+                       = ARRAY['conversation_id', 'sequence_number'])",
+            &[],
+        )
+        .await
+        .map_err(|e| ExportError::postgres("reading the indexes of table messages", e))?
+        .get(0);
+    Ok(TableShape {
+        pipeline_id,
+        unique_sequence,
+    })
 }
 
 async fn index_exists(tx: &tokio_postgres::Transaction<'_>) -> Result<bool, ExportError> {
@@ -322,8 +381,9 @@ pub async fn start_progress(
 /// What became of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchOutcome {
-    /// Committed; progress is now the last row's id.
-    Committed,
+    /// Committed; progress is now the last row's id. `inserted` rows were added (fewer than
+    /// the batch when a unique key skipped rows already there).
+    Committed { inserted: u64 },
     /// Someone else moved this source's progress meanwhile (another exporter of the same
     /// database); nothing was written, carry on from here.
     Moved(i64),
@@ -336,9 +396,10 @@ pub async fn write_batch(
     box_id: Option<&BoxId>,
     expected_last_id: i64,
     rows: &[ExportRow],
+    shape: TableShape,
 ) -> Result<BatchOutcome, ExportError> {
     let Some(last) = rows.last() else {
-        return Ok(BatchOutcome::Committed);
+        return Ok(BatchOutcome::Committed { inserted: 0 });
     };
     let box_key = box_id.map(BoxId::as_str).unwrap_or("");
     let tx = client
@@ -359,7 +420,12 @@ pub async fn write_batch(
     if current != expected_last_id {
         return Ok(BatchOutcome::Moved(current));
     }
-    copy_rows(&tx, rows).await?;
+    let inserted = if shape.unique_sequence {
+        insert_new_rows(&tx, rows, shape).await?
+    } else {
+        copy_rows(&tx, rows, shape).await?;
+        rows.len() as u64
+    };
     tx.execute(
         "UPDATE lang_agent_export_state SET last_id = $3, updated_at = NOW()
          WHERE source_id = $1 AND box_id = $2",
@@ -379,37 +445,122 @@ pub async fn write_batch(
     tx.commit()
         .await
         .map_err(|e| ExportError::postgres("committing a batch", e))?;
-    Ok(BatchOutcome::Committed)
+    Ok(BatchOutcome::Committed { inserted })
 }
 
+/// COPYs `rows` straight into `messages`.
 async fn copy_rows(
     tx: &tokio_postgres::Transaction<'_>,
     rows: &[ExportRow],
+    shape: TableShape,
 ) -> Result<(), ExportError> {
-    let action = "COPY into messages";
-    let sink = tx
-        .copy_in(COPY_SQL)
+    let columns = if shape.pipeline_id {
+        format!("{COLUMNS}, pipeline_id")
+    } else {
+        COLUMNS.to_string()
+    };
+    copy_into(
+        tx,
+        &format!("messages ({columns})"),
+        rows,
+        shape.pipeline_id,
+        false,
+    )
+    .await
+}
+
+/// COPYs `rows` into the batch table, then adds those `messages` does not hold yet, in the
+/// source's order; a clash with a row already there is skipped (and counted in the log).
+async fn insert_new_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    rows: &[ExportRow],
+    shape: TableShape,
+) -> Result<u64, ExportError> {
+    tx.batch_execute(BATCH_TABLE_DDL)
         .await
-        .map_err(|e| ExportError::postgres(action, e))?;
-    let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
+        .map_err(|e| ExportError::postgres("CREATE TEMP TABLE lang_agent_export_batch", e))?;
+    let all = format!("{COLUMNS}, pipeline_id, source_id");
+    copy_into(
+        tx,
+        &format!("lang_agent_export_batch ({all})"),
+        rows,
+        true,
+        true,
+    )
+    .await?;
+    let columns = if shape.pipeline_id {
+        format!("{COLUMNS}, pipeline_id")
+    } else {
+        COLUMNS.to_string()
+    };
+    let inserted = tx
+        .execute(
+            &format!(
+                "INSERT INTO messages ({columns})
+                 SELECT {columns} FROM lang_agent_export_batch ORDER BY source_id
+                 ON CONFLICT DO NOTHING"
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| ExportError::postgres("INSERT INTO messages", e))?;
+    let skipped = rows.len() as u64 - inserted;
+    if skipped > 0 {
+        tracing::info!(
+            skipped,
+            "export: rows already in PostgreSQL (same conversation_id and sequence_number) were skipped"
+        );
+    }
+    Ok(inserted)
+}
+
+/// One binary COPY of `rows` into `target` (a table and its column list): the documented
+/// columns, then `pipeline_id` and the source id when asked.
+async fn copy_into(
+    tx: &tokio_postgres::Transaction<'_>,
+    target: &str,
+    rows: &[ExportRow],
+    pipeline_id: bool,
+    source_id: bool,
+) -> Result<(), ExportError> {
+    let action = format!("COPY into {}", target.split(' ').next().unwrap_or(target));
+    let sink = tx
+        .copy_in(&format!("COPY {target} FROM STDIN (FORMAT binary)"))
+        .await
+        .map_err(|e| ExportError::postgres(&action, e))?;
+    let mut types = COPY_TYPES.to_vec();
+    if pipeline_id {
+        types.push(Type::TEXT);
+    }
+    if source_id {
+        types.push(Type::INT8);
+    }
+    let writer = BinaryCopyInWriter::new(sink, &types);
     futures::pin_mut!(writer);
     for row in rows {
+        let mut values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+            &row.conversation_id,
+            &row.message_type,
+            &row.content,
+            &row.sequence_number,
+            &row.created_at,
+        ];
+        if pipeline_id {
+            values.push(&row.pipeline_id);
+        }
+        if source_id {
+            values.push(&row.source_id);
+        }
         writer
             .as_mut()
-            .write(&[
-                &row.conversation_id,
-                &row.message_type,
-                &row.content,
-                &row.sequence_number,
-                &row.created_at,
-            ])
+            .write(&values)
             .await
-            .map_err(|e| ExportError::postgres(action, e))?;
+            .map_err(|e| ExportError::postgres(&action, e))?;
     }
     writer
         .finish()
         .await
-        .map_err(|e| ExportError::postgres(action, e))?;
+        .map_err(|e| ExportError::postgres(&action, e))?;
     Ok(())
 }
 

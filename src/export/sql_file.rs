@@ -175,6 +175,7 @@ mod tests {
             created_at: chrono::DateTime::parse_from_rfc3339("2025-01-02T03:04:05.678Z")
                 .unwrap()
                 .with_timezone(&chrono::Utc),
+            pipeline_id: "default".into(),
         };
         let mut line = String::new();
         copy_line(&row, &mut line);

@@ -9,7 +9,8 @@
 use chrono::{DateTime, Utc};
 
 use super::{BoxId, ExportError};
-use crate::store::{Store, StoreError};
+use crate::pg::tool_rows;
+use crate::store::{DEFAULT_PROFILE, Store, StoreError};
 
 /// One message as it goes into PostgreSQL's `messages`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,9 +20,12 @@ pub struct ExportRow {
     /// Prefixed with the box id when there is one.
     pub conversation_id: String,
     pub message_type: String,
+    /// With the tool information folded in ([`crate::pg::tool_rows`]).
     pub content: String,
     pub sequence_number: i32,
     pub created_at: DateTime<Utc>,
+    /// The conversation's profile: the newer table's `pipeline_id`.
+    pub pipeline_id: String,
 }
 
 /// The `source_id` written by SQLite migration V2.
@@ -60,10 +64,13 @@ pub async fn read_batch(
     let rows = store
         .run(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, conversation_id, message_type, content, sequence_number, created_at
-                 FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2",
+                "SELECT m.id, m.conversation_id, m.message_type, m.content, m.sequence_number,
+                        m.created_at, m.tool_calls, m.tool_name, coalesce(c.profile, ?3)
+                 FROM messages m LEFT JOIN conversations c ON c.conversation_id = m.conversation_id
+                 WHERE m.id > ?1 ORDER BY m.id LIMIT ?2",
             )?;
-            let mut rows = stmt.query(rusqlite::params![after_id, limit as i64])?;
+            let mut rows =
+                stmt.query(rusqlite::params![after_id, limit as i64, DEFAULT_PROFILE])?;
             let mut out = Vec::with_capacity(limit.min(100_000));
             while let Some(row) = rows.next()? {
                 let raw = RawRow {
@@ -73,6 +80,9 @@ pub async fn read_batch(
                     content: row.get(3)?,
                     sequence_number: row.get(4)?,
                     created_at: row.get(5)?,
+                    tool_calls: row.get(6)?,
+                    tool_name: row.get(7)?,
+                    profile: row.get(8)?,
                 };
                 out.push(Ok::<_, ExportError>(raw).and_then(|r| r.convert(box_id.as_ref())));
             }
@@ -90,6 +100,9 @@ pub(crate) struct RawRow {
     pub content: String,
     pub sequence_number: i64,
     pub created_at: String,
+    pub tool_calls: Option<String>,
+    pub tool_name: Option<String>,
+    pub profile: String,
 }
 
 impl RawRow {
@@ -109,13 +122,20 @@ impl RawRow {
             Some(b) => format!("{}/{}", b.as_str(), self.conversation_id),
             None => self.conversation_id,
         };
+        let content = tool_rows::written(
+            &self.message_type,
+            self.content,
+            self.tool_calls.as_deref(),
+            self.tool_name.as_deref(),
+        );
         Ok(ExportRow {
             source_id: id,
             conversation_id: without_nul(conversation_id),
             message_type: self.message_type,
-            content: without_nul(self.content),
+            content: without_nul(content),
             sequence_number,
             created_at,
+            pipeline_id: self.profile,
         })
     }
 }
@@ -142,6 +162,9 @@ mod tests {
             content: "a\0b".into(),
             sequence_number,
             created_at: created_at.into(),
+            tool_calls: None,
+            tool_name: None,
+            profile: "shop".into(),
         }
     }
 
@@ -162,6 +185,7 @@ mod tests {
             .convert(None)
             .unwrap();
         assert_eq!(plain.conversation_id, "c1");
+        assert_eq!(plain.pipeline_id, "shop");
     }
 
     #[test]

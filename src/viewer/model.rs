@@ -33,9 +33,9 @@ pub struct Message {
     pub content: String,
     pub sequence_number: i64,
     pub created_at: DateTime<Utc>,
-    /// On a tool row: the tool that produced it (SQLite only).
+    /// On a tool row: the tool that produced it (over PostgreSQL, as export folds it in).
     pub tool_name: Option<String>,
-    /// JSON array of tool calls on an ai row (SQLite only).
+    /// JSON array of tool calls on an ai row (over PostgreSQL, as export folds it in).
     pub tool_calls: Option<String>,
     /// An ai answer cut short (SQLite only).
     pub interrupted: bool,

@@ -29,7 +29,7 @@ use super::model::{
     ConversationSummary, ListFilter, ListPage, Message, PREVIEW_SOURCE_CHARS,
     device_from_session_id, like_literal,
 };
-use crate::pg::{NOTIFY_CHANNEL, PgTarget, notify_payload};
+use crate::pg::{NOTIFY_CHANNEL, PgTarget, notify_payload, tool_rows};
 use crate::store::StoreEvent;
 
 /// A pool of connections to the fleet database.
@@ -161,14 +161,19 @@ impl PgSource {
             .await?;
         Ok(rows
             .iter()
-            .map(|r| Message {
-                message_type: r.get::<_, String>(0),
-                content: r.get(1),
-                sequence_number: i64::from(r.get::<_, i32>(2)),
-                created_at: r.get::<_, DateTime<Utc>>(3),
-                tool_name: None,
-                tool_calls: None,
-                interrupted: false,
+            .map(|r| {
+                let message_type: String = r.get(0);
+                // Tool steps as export folds them into the documented columns.
+                let row = tool_rows::read(&message_type, r.get(1));
+                Message {
+                    message_type,
+                    content: row.content,
+                    sequence_number: i64::from(r.get::<_, i32>(2)),
+                    created_at: r.get::<_, DateTime<Utc>>(3),
+                    tool_name: row.tool_name,
+                    tool_calls: row.tool_calls,
+                    interrupted: false,
+                }
             })
             .collect())
     }
