@@ -14,11 +14,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use lang_agent::agent::profile::{Profile, Profiles};
 use lang_agent::agent::prompts::{self, PromptName, Prompts};
-use lang_agent::agent::turns::{
-    MemoryScope, ThreadChoice, TurnHandle, TurnLimits, TurnRequest, TurnRunner,
-};
+use lang_agent::agent::turns::{MemoryScope, TurnHandle, TurnLimits, TurnRequest, TurnRunner};
 use lang_agent::agent::{
-    Agent, AgentOutcome, AgentSink, ClientPromptMode, FinishReason, TurnInput, TurnOptions,
+    Agent, AgentOutcome, AgentSink, ClientPromptMode, FinishReason, TurnInput,
 };
 use lang_agent::llm::{ChatMessage, FunctionCall, LlmError, Role, ToolCall, Usage};
 use lang_agent::store::{Origin, Store};
@@ -211,18 +209,9 @@ impl BoxControl for TestBox {
             let n = self.next_conversation.fetch_add(1, Ordering::Relaxed);
             chosen.thread_name(&format!("page-{n}"))
         });
-        Ok(self.runner.start(TurnRequest {
-            thread: ThreadChoice::Remember(thread),
-            resent: Vec::new(),
-            new_messages: vec![ChatMessage::user(text)],
-            options: TurnOptions {
-                streaming: true,
-                ..TurnOptions::default()
-            },
-            session: None,
-            profile: chosen,
-            origin: Origin::Page,
-        }))
+        Ok(self
+            .runner
+            .start(TurnRequest::said(thread, text, chosen, Origin::Page)))
     }
 }
 

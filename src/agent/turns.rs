@@ -100,6 +100,30 @@ pub struct TurnRequest {
     pub origin: Origin,
 }
 
+impl TurnRequest {
+    /// A user's message on the remembered thread `thread`, answered by `profile` as a stream:
+    /// the terminal chat's and the box page's try-it turns.
+    pub fn said(
+        thread: String,
+        text: impl Into<String>,
+        profile: Arc<Profile>,
+        origin: Origin,
+    ) -> TurnRequest {
+        TurnRequest {
+            thread: ThreadChoice::Remember(thread),
+            resent: Vec::new(),
+            new_messages: vec![ChatMessage::user(text)],
+            options: TurnOptions {
+                streaming: true,
+                ..TurnOptions::default()
+            },
+            session: None,
+            profile,
+            origin,
+        }
+    }
+}
+
 /// What the client side of a turn receives.
 #[derive(Debug)]
 pub enum TurnEvent {

@@ -14,12 +14,10 @@ use clap::ValueEnum;
 
 use super::live::LiveBox;
 use super::pipeline::allowed;
-use crate::agent::TurnOptions;
 use crate::agent::graph::GraphKind;
 use crate::agent::profile::Profile;
 use crate::agent::prompts::{self, PromptName};
-use crate::agent::turns::{ThreadChoice, TurnHandle, TurnRequest};
-use crate::llm::ChatMessage;
+use crate::agent::turns::{TurnHandle, TurnRequest};
 use crate::redact::redact_url;
 use crate::store::Origin;
 use crate::tools::ToolSource;
@@ -142,18 +140,8 @@ impl BoxControl for ServeBox {
             )));
         }
         let thread = try_thread(profile, conversation)?;
-        Ok(self.0.turns.start(TurnRequest {
-            thread: ThreadChoice::Remember(thread),
-            resent: Vec::new(),
-            new_messages: vec![ChatMessage::user(text)],
-            options: TurnOptions {
-                streaming: true,
-                ..TurnOptions::default()
-            },
-            session: None,
-            profile: Arc::clone(profile),
-            origin: Origin::Page,
-        }))
+        let request = TurnRequest::said(thread, text, Arc::clone(profile), Origin::Page);
+        Ok(self.0.turns.start(request))
     }
 }
 

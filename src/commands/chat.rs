@@ -14,10 +14,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::broadcast;
 
 use super::pipeline::{Pipeline, PipelineError};
-use crate::agent::TurnOptions;
-use crate::agent::turns::{ThreadChoice, TurnEvent, TurnRequest, TurnRunner};
+use crate::agent::turns::{TurnEvent, TurnRequest, TurnRunner};
 use crate::config::{Config, ServeConfig};
-use crate::llm::ChatMessage;
 use crate::metrics::Metrics;
 use crate::store::backup::{BackupError, ServingLock};
 use crate::store::{MessageKind, Origin, Store, StoreError, StoreEvent};
@@ -118,18 +116,9 @@ fn new_thread() -> String {
 async fn turn(turns: &Arc<TurnRunner>, store: &Store, thread: &str, text: &str, screen: &Screen) {
     let mut changes = store.subscribe();
     let mut shown = store.conversation(thread).await.map_or(0, |m| m.len());
-    let mut handle = turns.start(TurnRequest {
-        thread: ThreadChoice::Remember(thread.to_string()),
-        resent: Vec::new(),
-        new_messages: vec![ChatMessage::user(text)],
-        options: TurnOptions {
-            streaming: true,
-            ..TurnOptions::default()
-        },
-        session: None,
-        profile: Arc::clone(turns.profiles().default_profile()),
-        origin: Origin::Api,
-    });
+    let profile = Arc::clone(turns.profiles().default_profile());
+    let request = TurnRequest::said(thread.to_string(), text, profile, Origin::Api);
+    let mut handle = turns.start(request);
     let mut out = std::io::stdout();
     loop {
         tokio::select! {
