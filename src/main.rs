@@ -12,12 +12,6 @@ use clap::Parser;
 use lang_agent::cli::{Cli, Command};
 use lang_agent::{commands, logging};
 
-/// mimalloc instead of glibc's malloc: a turn makes thousands of small allocations (frames,
-/// JSON, rows), and glibc keeps what a burst of turns freed in its per-thread arenas, so the
-/// box's memory stayed at its peak after a load.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     // A missing .env is normal; a broken one is reported by the settings it fails to give.
