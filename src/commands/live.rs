@@ -19,11 +19,10 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::Notify;
 
-use super::pipeline::{BoxTools, MCP_FIRST_WAIT, check_tool_names};
+use super::pipeline::{BoxConfig, BoxTools, MCP_FIRST_WAIT};
 use crate::agent::turns::TurnRunner;
-use crate::config::profiles::{self, ProfileSettings};
+use crate::config::profiles::ProfileSettings;
 use crate::config::{Config, ConfigError, ServeConfig};
-use crate::tools::mcp;
 
 /// File events that arrive within this window are one reload (an editor writes, renames and
 /// changes modes in quick succession).
@@ -114,18 +113,15 @@ impl LiveBox {
     async fn try_reload(&self) -> Result<Loaded, String> {
         // Everything is read and checked first: nothing changes unless all of it is good.
         let serve = (self.reread)().map_err(|e| e.to_string())?;
-        let servers = mcp::config::load(&serve.agent.mcp_config).map_err(|e| e.to_string())?;
-        let settings = profiles::resolve(&self.config.config_dir, &self.config.llm, &serve)
-            .map_err(|e| e.to_string())?;
-        check_tool_names(&settings, &servers).map_err(|e| e.to_string())?;
-        for s in &settings {
-            crate::agent::prompts::Prompts::from_dir(&s.prompts_dir)
-                .map_err(|e| format!("profile {}: {e}", s.name))?;
-        }
+        let BoxConfig {
+            servers,
+            profiles: settings,
+            prompts,
+        } = BoxConfig::read(&self.config, &serve).map_err(|e| e.to_string())?;
         self.tools.sync_mcp(servers, MCP_FIRST_WAIT).await;
         let profiles = self
             .tools
-            .build_profiles(&settings)
+            .build_profiles(&settings, prompts)
             .map_err(|e| e.to_string())?;
         self.turns.set_profiles(profiles);
         Ok(Loaded {

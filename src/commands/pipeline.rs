@@ -56,9 +56,11 @@ impl Pipeline {
         store: Store,
         metrics: Arc<Metrics>,
     ) -> Result<Pipeline, PipelineError> {
-        let mcp_servers = mcp::config::load(&serve.agent.mcp_config)?;
-        let settings = profiles::resolve(&config.config_dir, &config.llm, serve)?;
-        check_tool_names(&settings, &mcp_servers)?;
+        let BoxConfig {
+            servers: mcp_servers,
+            profiles: settings,
+            prompts,
+        } = BoxConfig::read(config, serve)?;
         let tools = Arc::new(BoxTools::new(Arc::clone(&metrics))?);
         if !mcp_servers.is_empty() {
             tracing::info!(
@@ -68,12 +70,39 @@ impl Pipeline {
             );
         }
         tools.sync_mcp(mcp_servers, MCP_FIRST_WAIT).await;
-        let profiles = tools.build_profiles(&settings)?;
+        let profiles = tools.build_profiles(&settings, prompts)?;
         let turns = TurnRunner::new(store, profiles, serve.turn_limits, metrics);
         Ok(Pipeline {
             turns,
             tools,
             profiles: settings,
+        })
+    }
+}
+
+/// Everything the box is built from, read from its files and checked; nothing has started
+/// yet. `serve` reads it at start and on every live reload, so a bad file fails here, before
+/// anything running changes.
+pub struct BoxConfig {
+    pub servers: Vec<McpServerConfig>,
+    pub profiles: Vec<ProfileSettings>,
+    /// Each profile's prompts, in `profiles`' order.
+    pub prompts: Vec<Prompts>,
+}
+
+impl BoxConfig {
+    pub fn read(config: &Config, serve: &ServeConfig) -> Result<BoxConfig, PipelineError> {
+        let servers = mcp::config::load(&serve.agent.mcp_config)?;
+        let profiles = profiles::resolve(&config.config_dir, &config.llm, serve)?;
+        check_tool_names(&profiles, &servers)?;
+        let prompts = profiles
+            .iter()
+            .map(|s| Prompts::from_dir(&s.prompts_dir).map_err(PipelineError::Prompts))
+            .collect::<Result<_, _>>()?;
+        Ok(BoxConfig {
+            servers,
+            profiles,
+            prompts,
         })
     }
 }
@@ -129,11 +158,14 @@ impl BoxTools {
         mcp::wait_first_attempts(started, first_wait).await;
     }
 
-    /// Builds every profile of `settings` over these tools.
-    pub fn build_profiles(&self, settings: &[ProfileSettings]) -> Result<Profiles, PipelineError> {
+    /// Builds every profile of `settings`, with its `prompts` (same order), over these tools.
+    pub fn build_profiles(
+        &self,
+        settings: &[ProfileSettings],
+        prompts: Vec<Prompts>,
+    ) -> Result<Profiles, PipelineError> {
         let mut built = Vec::with_capacity(settings.len());
-        for s in settings {
-            let prompts = Prompts::from_dir(&s.prompts_dir).map_err(PipelineError::Prompts)?;
+        for (s, prompts) in settings.iter().zip(prompts) {
             let llm = LlmClient::new(&s.llm)?;
             let toolbox = Arc::new(self.toolbox_for(s));
             let agent = graph::build(
@@ -179,7 +211,7 @@ impl BoxTools {
 
 /// Every name in a profile's `tools` is a local tool or a server of `servers`: a misspelt
 /// one is a configuration error, not a tool silently missing.
-pub fn check_tool_names(
+fn check_tool_names(
     settings: &[ProfileSettings],
     servers: &[McpServerConfig],
 ) -> Result<(), ConfigError> {

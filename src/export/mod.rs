@@ -10,6 +10,7 @@
 
 mod error;
 mod follow;
+mod pg_copy;
 mod pg_writer;
 mod progress;
 mod sql_file;

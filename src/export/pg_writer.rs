@@ -15,11 +15,9 @@
 //! already there are skipped instead of failing the batch for ever.
 
 use tokio_postgres::Client;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::Type;
 
 use super::sqlite_batches::ExportRow;
-use super::{BoxId, ExportError};
+use super::{BoxId, ExportError, pg_copy};
 use crate::pg::{NOTIFY_CHANNEL, notify_payload};
 
 /// The documented table and index, exactly.
@@ -45,24 +43,6 @@ CREATE TABLE IF NOT EXISTS lang_agent_export_state (
     PRIMARY KEY (source_id, box_id)
 );
 ";
-
-/// The documented columns export writes, in COPY order, with the types it sends.
-const COLUMNS: &str = "conversation_id, message_type, content, sequence_number, created_at";
-const COPY_TYPES: [Type; 5] = [
-    Type::TEXT,
-    Type::VARCHAR,
-    Type::TEXT,
-    Type::INT4,
-    Type::TIMESTAMPTZ,
-];
-
-/// Where a batch waits before it joins a table with a unique (conversation, sequence) key;
-/// one per connection, emptied at every commit.
-const BATCH_TABLE_DDL: &str = "\
-CREATE TEMP TABLE IF NOT EXISTS lang_agent_export_batch (
-    conversation_id TEXT, message_type VARCHAR(10), content TEXT, sequence_number INTEGER,
-    created_at TIMESTAMPTZ, pipeline_id TEXT, source_id BIGINT
-) ON COMMIT DELETE ROWS";
 
 /// What the `messages` table holds beyond the documented columns: the original system's newer
 /// table has both.
@@ -420,12 +400,7 @@ pub async fn write_batch(
     if current != expected_last_id {
         return Ok(BatchOutcome::Moved(current));
     }
-    let inserted = if shape.unique_sequence {
-        insert_new_rows(&tx, rows, shape).await?
-    } else {
-        copy_rows(&tx, rows, shape).await?;
-        rows.len() as u64
-    };
+    let inserted = pg_copy::add_rows(&tx, rows, shape).await?;
     tx.execute(
         "UPDATE lang_agent_export_state SET last_id = $3, updated_at = NOW()
          WHERE source_id = $1 AND box_id = $2",
@@ -446,122 +421,6 @@ pub async fn write_batch(
         .await
         .map_err(|e| ExportError::postgres("committing a batch", e))?;
     Ok(BatchOutcome::Committed { inserted })
-}
-
-/// COPYs `rows` straight into `messages`.
-async fn copy_rows(
-    tx: &tokio_postgres::Transaction<'_>,
-    rows: &[ExportRow],
-    shape: TableShape,
-) -> Result<(), ExportError> {
-    let columns = if shape.pipeline_id {
-        format!("{COLUMNS}, pipeline_id")
-    } else {
-        COLUMNS.to_string()
-    };
-    copy_into(
-        tx,
-        &format!("messages ({columns})"),
-        rows,
-        shape.pipeline_id,
-        false,
-    )
-    .await
-}
-
-/// COPYs `rows` into the batch table, then adds those `messages` does not hold yet, in the
-/// source's order; a clash with a row already there is skipped (and counted in the log).
-async fn insert_new_rows(
-    tx: &tokio_postgres::Transaction<'_>,
-    rows: &[ExportRow],
-    shape: TableShape,
-) -> Result<u64, ExportError> {
-    tx.batch_execute(BATCH_TABLE_DDL)
-        .await
-        .map_err(|e| ExportError::postgres("CREATE TEMP TABLE lang_agent_export_batch", e))?;
-    let all = format!("{COLUMNS}, pipeline_id, source_id");
-    copy_into(
-        tx,
-        &format!("lang_agent_export_batch ({all})"),
-        rows,
-        true,
-        true,
-    )
-    .await?;
-    let columns = if shape.pipeline_id {
-        format!("{COLUMNS}, pipeline_id")
-    } else {
-        COLUMNS.to_string()
-    };
-    let inserted = tx
-        .execute(
-            &format!(
-                "INSERT INTO messages ({columns})
-                 SELECT {columns} FROM lang_agent_export_batch ORDER BY source_id
-                 ON CONFLICT DO NOTHING"
-            ),
-            &[],
-        )
-        .await
-        .map_err(|e| ExportError::postgres("INSERT INTO messages", e))?;
-    let skipped = rows.len() as u64 - inserted;
-    if skipped > 0 {
-        tracing::info!(
-            skipped,
-            "export: rows already in PostgreSQL (same conversation_id and sequence_number) were skipped"
-        );
-    }
-    Ok(inserted)
-}
-
-/// One binary COPY of `rows` into `target` (a table and its column list): the documented
-/// columns, then `pipeline_id` and the source id when asked.
-async fn copy_into(
-    tx: &tokio_postgres::Transaction<'_>,
-    target: &str,
-    rows: &[ExportRow],
-    pipeline_id: bool,
-    source_id: bool,
-) -> Result<(), ExportError> {
-    let action = format!("COPY into {}", target.split(' ').next().unwrap_or(target));
-    let sink = tx
-        .copy_in(&format!("COPY {target} FROM STDIN (FORMAT binary)"))
-        .await
-        .map_err(|e| ExportError::postgres(&action, e))?;
-    let mut types = COPY_TYPES.to_vec();
-    if pipeline_id {
-        types.push(Type::TEXT);
-    }
-    if source_id {
-        types.push(Type::INT8);
-    }
-    let writer = BinaryCopyInWriter::new(sink, &types);
-    futures::pin_mut!(writer);
-    for row in rows {
-        let mut values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
-            &row.conversation_id,
-            &row.message_type,
-            &row.content,
-            &row.sequence_number,
-            &row.created_at,
-        ];
-        if pipeline_id {
-            values.push(&row.pipeline_id);
-        }
-        if source_id {
-            values.push(&row.source_id);
-        }
-        writer
-            .as_mut()
-            .write(&values)
-            .await
-            .map_err(|e| ExportError::postgres(&action, e))?;
-    }
-    writer
-        .finish()
-        .await
-        .map_err(|e| ExportError::postgres(&action, e))?;
-    Ok(())
 }
 
 #[cfg(test)]
