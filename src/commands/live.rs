@@ -137,7 +137,16 @@ impl LiveBox {
     pub fn spawn_reloader(self: &Arc<Self>) {
         let wake = Arc::new(Notify::new());
         let watcher = self.watch(Arc::clone(&wake));
-        tokio::spawn(notify_on_sighup(Arc::clone(&wake)));
+        // Registered now, not in the task: a SIGHUP that comes before the task runs would
+        // otherwise find no handler and stop the box.
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(hangups) => {
+                tokio::spawn(notify_on_sighup(hangups, Arc::clone(&wake)));
+            }
+            Err(e) => tracing::warn!(
+                "cannot listen for SIGHUP ({e}); the configuration reloads on file changes only"
+            ),
+        }
         let live = Arc::clone(self);
         tokio::spawn(async move {
             // Kept alive here: dropping the watcher stops the kernel watch.
@@ -191,12 +200,7 @@ impl LiveBox {
     }
 }
 
-async fn notify_on_sighup(wake: Arc<Notify>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; the configuration reloads on file changes only");
-        return;
-    };
+async fn notify_on_sighup(mut hangups: tokio::signal::unix::Signal, wake: Arc<Notify>) {
     while hangups.recv().await.is_some() {
         wake.notify_one();
     }

@@ -132,6 +132,8 @@ pub async fn run(config: Config, serve: ServeConfig, reread: Reread) -> Result<(
         None => None,
     };
 
+    // Before the ready line: a reload asked for right after it must find its handler.
+    live.spawn_reloader();
     tracing::info!(
         data = %db_path.display(),
         models = %serve.agent.models_in_use(&config.llm.model),
@@ -148,7 +150,6 @@ pub async fn run(config: Config, serve: ServeConfig, reread: Reread) -> Result<(
     if let Some(timeout) = sd_notify::watchdog_enabled() {
         tokio::spawn(ping_watchdog(timeout));
     }
-    live.spawn_reloader();
 
     let shutdown = stop_on_signal();
     store.spawn_search_indexer(shutdown.clone());
