@@ -65,27 +65,14 @@ async fn one(client: &reqwest::Client, server: &Server, turn: Turn, n: usize) {
 
 /// `serve`'s command line, run under callgrind writing to `out_dir`.
 fn under_callgrind(serve: Command, out_dir: &Path) -> Command {
-    let mut command = Command::new("valgrind");
-    command
-        .arg("--tool=callgrind")
+    let leading = [
+        "--tool=callgrind".into(),
         // Each dump readable on its own by callgrind_annotate.
-        .arg("--compress-strings=no")
-        .arg(format!(
-            "--callgrind-out-file={}/callgrind.out",
-            out_dir.display()
-        ))
-        .arg(std::env::var_os("LANG_AGENT_BIN").unwrap_or_else(|| serve.get_program().into()))
-        .args(serve.get_args());
-    for (key, value) in serve.get_envs() {
-        match value {
-            Some(v) => command.env(key, v),
-            None => command.env_remove(key),
-        };
-    }
-    if let Some(dir) = serve.get_current_dir() {
-        command.current_dir(dir);
-    }
-    command
+        "--compress-strings=no".into(),
+        format!("--callgrind-out-file={}/callgrind.out", out_dir.display()).into(),
+        common::measured_binary(&serve),
+    ];
+    common::rerun_as(&serve, "valgrind", &leading)
 }
 
 /// The instruction total of the newest callgrind dump in `dir`.

@@ -6,19 +6,21 @@
 //! 1,000 streaming. Printed per level: the direct call's latency p50/p99, lang-agent's, the
 //! box's overhead (lang-agent's p50/p99 minus the direct call's, measured in the same run), time
 //! to first byte p50, throughput, CPU time per turn (the box's process; the router and chat
-//! calls and the log write included) and the server's resident memory. Figures only; nothing
-//! is asserted.
+//! calls and the log write included) and the server's resident memory; at the end, its peak
+//! and what it holds once idle. First, the time from start to ready. Figures only; nothing is
+//! asserted.
 //!
 //! Each client makes one unmeasured warm-up call first (its connection), so the figures are
 //! the steady state.
 //!
-//! `cargo bench --bench serve` (set `BENCH_REQUESTS_PER_CLIENT` to change the run length).
+//! `cargo bench --bench serve` (set `BENCH_REQUESTS_PER_CLIENT` to change the run length;
+//! `LANG_AGENT_BIN=path` measures another build of the server, e.g. the one before a change).
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{KEY, Mock, Server, cpu_ms, http, ms, percentile, raise_fd_limit, rss_kib};
+use common::{KEY, Mock, Proc, Server, cpu_ms, http, ms, percentile, raise_fd_limit, rss_kib};
 use futures::StreamExt;
 use serde_json::json;
 
@@ -147,6 +149,45 @@ async fn measure(
     }
 }
 
+/// `serve` on `data` against `upstream`, as the binary this run measures (`LANG_AGENT_BIN`).
+fn measured_serve(data: &std::path::Path, upstream: &str, extra: &[&str]) -> std::process::Command {
+    let command = Server::command(data, Some(upstream), extra, &[("FAST_AUTH_KEYS", KEY)]);
+    common::rerun_as(&command, common::measured_binary(&command), &[])
+}
+
+/// Start to ready: from spawning `serve` to its ready line (the API and viewer ports bound,
+/// the store open), read straight from its stderr. The median of `runs` starts on a new data
+/// directory (the database made and migrated) and on the one those left.
+fn start_to_ready(upstream: &str, runs: usize) -> (Duration, Duration) {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut fresh = Vec::new();
+    let mut existing = Vec::new();
+    for run in 0..runs {
+        let data = dir.path().join(format!("data-{run}"));
+        for times in [&mut fresh, &mut existing] {
+            let mut command = measured_serve(&data, upstream, &[]);
+            command
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped());
+            let started = Instant::now();
+            let mut child = command.spawn().expect("spawn serve");
+            let stderr = BufReader::new(child.stderr.take().unwrap());
+            let ready = stderr
+                .lines()
+                .map_while(Result::ok)
+                .any(|l| l.contains("lang-agent ready"));
+            times.push(started.elapsed());
+            assert!(ready, "serve stopped before its ready line");
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+    fresh.sort();
+    existing.sort();
+    (percentile(&fresh, 0.5), percentile(&existing, 0.5))
+}
+
 #[tokio::main]
 async fn main() {
     raise_fd_limit();
@@ -155,12 +196,16 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
     let mock = Mock::start(UPSTREAM_DELAY.as_millis() as u64, 0);
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        &dir.path().join("data"),
-        &mock.base_url,
-        &["--llm-read-timeout-secs", "30"],
+    let (fresh, existing) = start_to_ready(&mock.base_url, 10);
+    println!(
+        "start to ready (median of 10): {:.1} ms on a new data directory, {:.1} ms on an existing one",
+        ms(fresh),
+        ms(existing)
     );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let serve = measured_serve(&data, &mock.base_url, &["--llm-read-timeout-secs", "30"]);
+    let server = Server::ready(Proc::spawn(serve), &data);
     let pid = server.proc.pid();
 
     println!(
@@ -231,6 +276,7 @@ async fn main() {
         "server peak RSS (VmHWM): {:.1} MiB",
         rss_kib(pid, "VmHWM:") as f64 / 1024.0
     );
+    common::print_idle_rss(pid, &[Duration::from_secs(15), Duration::from_secs(110)]).await;
     println!(
         "ovh = lang-agent's latency minus the direct call's at the same level, same run (ms); \
          CPU ms = the box's CPU time per turn"

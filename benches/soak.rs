@@ -10,7 +10,7 @@
 //! Printed every 30 s: elapsed time, turns done, errors, turn time p50/p99, and the server's
 //! resident memory (VmRSS) and open descriptors (/proc/<pid>/fd). At the end: errors (target
 //! 0), RSS after warm-up against RSS at the end (target: flat) and peak descriptors. Exits
-//! non-zero if any turn failed; the figures themselves are not asserted.
+//! non-zero if any turn failed; then the idle server's memory, 15 s and 110 s after the load; the figures themselves are not asserted.
 //!
 //! `cargo bench --bench soak` (`SOAK_SECS=150 SOAK_CONVERSATIONS=200` for a short run).
 
@@ -31,6 +31,8 @@ const REPORT_EVERY: Duration = Duration::from_secs(30);
 /// Memory is compared from the first report after this (or half the run, if shorter): with
 /// 1,000 conversations the server's allocator and pools settle in about two to three minutes.
 const WARM_UP: Duration = Duration::from_secs(120);
+/// When the idle server's memory is read after the load.
+const IDLE_MARKS: [Duration; 2] = [Duration::from_secs(15), Duration::from_secs(110)];
 /// How long a single turn may take before it counts as an error.
 const TURN_DEADLINE: Duration = Duration::from_secs(60);
 /// Conversations start this far apart, not all in one burst of connects.
@@ -255,6 +257,7 @@ async fn main() {
     );
     println!("server peak fds:       {peak_fds}");
     println!("server fds now (idle): {}", open_fds(pid));
+    common::print_idle_rss(pid, &IDLE_MARKS).await;
     drop(server);
     drop(mock);
     if errors > 0 || drained.is_err() {

@@ -21,7 +21,7 @@ LAYERS=(
     "- agent"                      # turns: the runner, the graphs
     "- tools llm"                  # what the agent calls
     "- store"                      # the SQLite log
-    "+ http auth pg redact logging sse_events metrics" # shared leaves
+    "+ http auth pg redact logging sse_events metrics heap" # shared leaves
 )
 # Only these may read cli (the command line): the rest gets plain settings.
 CLI_READERS=" main config commands "

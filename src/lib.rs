@@ -11,6 +11,7 @@ pub mod eval;
 pub mod export;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod heap;
 pub mod http;
 pub mod llm;
 pub mod logging;

@@ -8,7 +8,7 @@
 //! What only exists at scrape time (the database's size, the writer's queue, the export's lag)
 //! is read then, through the [`ScrapeSource`] `serve` sets.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -174,6 +174,17 @@ impl MetricConstructor<Histogram> for Buckets {
     }
 }
 
+/// The heap trimmer reads the box's activity from the same gauges `/metrics` shows.
+impl crate::heap::Activity for Metrics {
+    fn turns_started(&self) -> u64 {
+        self.turns_started.load(Ordering::Relaxed)
+    }
+
+    fn busy(&self) -> bool {
+        self.active_turns.get() > 0 || self.active_streams.get() > 0
+    }
+}
+
 /// The registry and every family; shared (`Arc`) by everything that counts.
 pub struct Metrics {
     registry: Registry,
@@ -185,6 +196,8 @@ pub struct Metrics {
     tool_calls: Family<ToolLabels, Counter>,
     active_turns: Gauge,
     active_streams: Gauge,
+    /// Turns started since the box started; the heap trimmer's sign of a busy spell.
+    turns_started: AtomicU64,
     interrupted_turns: Counter,
     store_size_bytes: Gauge,
     store_writer_queue: Gauge,
@@ -287,6 +300,7 @@ impl Metrics {
             tool_calls,
             active_turns,
             active_streams,
+            turns_started: AtomicU64::new(0),
             interrupted_turns,
             store_size_bytes,
             store_writer_queue,
@@ -308,6 +322,7 @@ impl Metrics {
 
     /// A turn starts running; it counts as active until the returned guard is dropped.
     pub fn turn_running(&self) -> Active {
+        self.turns_started.fetch_add(1, Ordering::Relaxed);
         Active::new(&self.active_turns)
     }
 

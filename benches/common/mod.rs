@@ -36,6 +36,49 @@ pub fn cpu_ms(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) * 10.0
 }
 
+/// Prints the server's resident memory once it has been idle for each of `marks` after a load:
+/// the heap trimmer gives memory back a few seconds after a busy spell and again after 100 s,
+/// when the connections the load opened have closed (`src/heap.rs`).
+pub async fn print_idle_rss(pid: u32, marks: &[Duration]) {
+    let idle_since = Instant::now();
+    for mark in marks {
+        tokio::time::sleep(mark.saturating_sub(idle_since.elapsed())).await;
+        println!(
+            "server RSS idle {:>3} s after the load: {:.1} MiB (anonymous {:.1} MiB)",
+            mark.as_secs(),
+            rss_kib(pid, "VmRSS:") as f64 / 1024.0,
+            rss_kib(pid, "RssAnon:") as f64 / 1024.0
+        );
+    }
+}
+
+/// The `lang-agent` a benchmark measures: `LANG_AGENT_BIN` when set (another build, e.g. the
+/// one before a change), else `serve`'s own program, this build's.
+pub fn measured_binary(serve: &std::process::Command) -> std::ffi::OsString {
+    std::env::var_os("LANG_AGENT_BIN").unwrap_or_else(|| serve.get_program().into())
+}
+
+/// `command`'s arguments, environment and directory, run as `program` with `leading` arguments
+/// first (a tool that runs it, or the same program from another build).
+pub fn rerun_as(
+    command: &std::process::Command,
+    program: impl AsRef<std::ffi::OsStr>,
+    leading: &[std::ffi::OsString],
+) -> std::process::Command {
+    let mut rerun = std::process::Command::new(program);
+    rerun.args(leading).args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(v) => rerun.env(key, v),
+            None => rerun.env_remove(key),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        rerun.current_dir(dir);
+    }
+    rerun
+}
+
 /// How many descriptors the process holds open (entries of /proc/<pid>/fd).
 pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count())

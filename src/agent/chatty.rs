@@ -105,8 +105,8 @@ impl ChattyToolAgent {
                         }
                         sink.text(&text);
                     }
-                    Some(AgentEvent::Message(message)) if answering => sink.message(message),
-                    Some(AgentEvent::Message(message)) => held.push(message),
+                    Some(AgentEvent::Message(message)) if answering => sink.forward(AgentEvent::Message(message)),
+                    Some(AgentEvent::Message(message)) => held.push(*message),
                     None => events_open = false,
                 },
                 result = &mut work, if work_result.is_none() => work_result = Some(result),

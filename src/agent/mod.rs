@@ -119,8 +119,9 @@ pub enum AgentEvent {
     Text(String),
     /// A complete message for memory and the log: the final answer, an AI message that called
     /// tools, a tool result. Text already emitted belongs to the next `Message` of role
-    /// assistant.
-    Message(ChatMessage),
+    /// assistant. Boxed: a channel's slots are the size of its largest event, and every turn
+    /// opens a few of these channels (at 1,000 streams, unboxed, 5 MiB more).
+    Message(Box<ChatMessage>),
 }
 
 /// Where an agent sends its events. Sending never blocks; a closed sink (the turn was
@@ -137,7 +138,11 @@ impl AgentSink {
         let _ = self.0.send(AgentEvent::Text(piece.to_string()));
     }
     pub fn message(&self, message: ChatMessage) {
-        let _ = self.0.send(AgentEvent::Message(message));
+        let _ = self.0.send(AgentEvent::Message(Box::new(message)));
+    }
+    /// Passes on an event another agent emitted, as it is.
+    pub fn forward(&self, event: AgentEvent) {
+        let _ = self.0.send(event);
     }
 }
 

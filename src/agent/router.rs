@@ -33,7 +33,7 @@ use serde_json::Value;
 
 use super::chat::{ChatAgent, ChatAnswer};
 use super::prompts::{PromptName, Prompts};
-use super::{Agent, AgentEvent, AgentOutcome, AgentSink, TurnInput};
+use super::{Agent, AgentOutcome, AgentSink, TurnInput};
 use crate::llm::{ChatRequest, LlmClient, LlmError, Sampling, Usage};
 use crate::metrics::{Metrics, RouteReason};
 
@@ -163,14 +163,14 @@ impl RouteGraph {
             return self.tool_branch(input, sink, router_usage).await;
         }
         for event in held {
-            pass_on(event, &sink);
+            sink.forward(event);
         }
         let result = match chat_result {
             Some(result) => result,
             None => {
                 let pass_through = async {
                     while let Some(event) = chat_events.recv().await {
-                        pass_on(event, &sink);
+                        sink.forward(event);
                     }
                 };
                 let (result, ()) = tokio::join!(&mut chat, pass_through);
@@ -179,7 +179,7 @@ impl RouteGraph {
         };
         // The chat call has finished; whatever it emitted last is still queued.
         while let Ok(event) = chat_events.try_recv() {
-            pass_on(event, &sink);
+            sink.forward(event);
         }
         match result? {
             ChatAnswer::Spoke(mut outcome) => {
@@ -206,13 +206,6 @@ impl RouteGraph {
         let mut outcome = self.tool_branch.answer(input, sink).await?;
         outcome.usage += spent;
         Ok(outcome)
-    }
-}
-
-fn pass_on(event: AgentEvent, sink: &AgentSink) {
-    match event {
-        AgentEvent::Text(text) => sink.text(&text),
-        AgentEvent::Message(message) => sink.message(message),
     }
 }
 

@@ -128,7 +128,8 @@ impl TurnRequest {
 #[derive(Debug)]
 pub enum TurnEvent {
     Text(String),
-    Finished(TurnSummary),
+    /// Boxed, as [`crate::agent::AgentEvent::Message`] is: the channel's slots stay small.
+    Finished(Box<TurnSummary>),
     Failed(TurnError),
 }
 
@@ -184,7 +185,7 @@ impl TurnHandle {
         while let Some(event) = self.next().await {
             match event {
                 TurnEvent::Text(piece) => text.push_str(&piece),
-                TurnEvent::Finished(summary) => return (text, Ok(summary)),
+                TurnEvent::Finished(summary) => return (text, Ok(*summary)),
                 TurnEvent::Failed(error) => return (text, Err(error)),
             }
         }
@@ -414,11 +415,11 @@ impl TurnRunner {
             }
         }
         let event = match result {
-            Ok(outcome) => TurnEvent::Finished(summary(
+            Ok(outcome) => TurnEvent::Finished(Box::new(summary(
                 agent.model_name(),
                 outcome,
                 recorder.tools_called(),
-            )),
+            ))),
             Err(error) => {
                 match error {
                     TurnError::Interrupted => {}
@@ -466,7 +467,9 @@ impl TurnRunner {
                     recorder.spoke(&piece);
                     client.text(piece);
                 }
-                Step::Agent(Some(AgentEvent::Message(message))) => recorder.record(message).await?,
+                Step::Agent(Some(AgentEvent::Message(message))) => {
+                    recorder.record(*message).await?
+                }
                 // The agent's future owned the sink; once it is done and drained, so is the turn.
                 Step::Agent(None) => {
                     let result = finished.expect("sink closes only when the agent is done");

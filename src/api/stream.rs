@@ -75,7 +75,7 @@ pub async fn respond<W: FrameWriter>(
 ) -> Response {
     let first = match tokio::time::timeout(keepalive, turn.next()).await {
         Ok(Some(TurnEvent::Failed(error))) => match client_ending(Err(error), model) {
-            Ok(summary) => Pending::Event(Some(TurnEvent::Finished(summary))),
+            Ok(summary) => Pending::Event(Some(TurnEvent::Finished(Box::new(summary)))),
             Err(error) => return early_error(error),
         },
         Ok(None) => return early_error(ApiError::from(&TurnError::Aborted)),

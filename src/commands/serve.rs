@@ -99,7 +99,7 @@ pub async fn run(config: Config, serve: ServeConfig, reread: Reread) -> Result<(
         turns,
         tools,
         profiles,
-    } = Pipeline::build(&config, &serve, store.clone(), metrics).await?;
+    } = Pipeline::build(&config, &serve, store.clone(), metrics.clone()).await?;
     let profile_count = profiles.len();
     let live = LiveBox::new(
         config.clone(),
@@ -153,6 +153,12 @@ pub async fn run(config: Config, serve: ServeConfig, reread: Reread) -> Result<(
 
     let shutdown = stop_on_signal();
     store.spawn_search_indexer(shutdown.clone());
+    crate::heap::spawn_trimmer(
+        metrics,
+        crate::heap::IDLE_CHECK,
+        shutdown.clone(),
+        crate::heap::give_back_free_memory,
+    );
     if let Some(retain) = serve.retain {
         tracing::info!("retention: conversations untouched for {retain:?} are deleted");
         store.spawn_pruner(retain, shutdown.clone());
