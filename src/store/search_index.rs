@@ -25,26 +25,26 @@ impl Store {
     /// returns how many.
     pub async fn index_for_search(&self, limit: i64) -> Result<usize, StoreError> {
         self.write(move |tx| {
-            let done: i64 = tx.query_row(
-                "SELECT CAST(value AS INTEGER) FROM store_meta WHERE key = 'search_indexed_id'",
-                [],
-                |r| r.get(0),
-            )?;
-            let newest: Option<i64> = tx.query_row(
-                "SELECT MAX(id) FROM (SELECT id FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2)",
-                params![done, limit],
-                |r| r.get(0),
-            )?;
+            // Cached: the indexer runs after every burst of turns.
+            let done: i64 = tx
+                .prepare_cached(
+                    "SELECT CAST(value AS INTEGER) FROM store_meta WHERE key = 'search_indexed_id'",
+                )?
+                .query_row([], |r| r.get(0))?;
+            let newest: Option<i64> = tx
+                .prepare_cached(
+                    "SELECT MAX(id) FROM (SELECT id FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2)",
+                )?
+                .query_row(params![done, limit], |r| r.get(0))?;
             let Some(newest) = newest else { return Ok(0) };
-            let n = tx.execute(
-                "INSERT INTO messages_fts (rowid, content)
-                 SELECT id, content FROM messages WHERE id > ?1 AND id <= ?2",
-                params![done, newest],
-            )?;
-            tx.execute(
-                "UPDATE store_meta SET value = ?1 WHERE key = 'search_indexed_id'",
-                [newest.to_string()],
-            )?;
+            let n = tx
+                .prepare_cached(
+                    "INSERT INTO messages_fts (rowid, content)
+                     SELECT id, content FROM messages WHERE id > ?1 AND id <= ?2",
+                )?
+                .execute(params![done, newest])?;
+            tx.prepare_cached("UPDATE store_meta SET value = ?1 WHERE key = 'search_indexed_id'")?
+                .execute([newest.to_string()])?;
             Ok(n)
         })
         .await

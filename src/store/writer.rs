@@ -3,7 +3,9 @@
 //! SQLite admits one writer at a time, and a commit costs far more than the inserts it
 //! covers. Voice traffic comes in bursts (many devices answered by one upstream at once), so
 //! writes are queued to a dedicated thread that takes every job waiting, runs each in its own
-//! savepoint (a failing job rolls back alone), and commits them together. Under load that is
+//! savepoint (a failing job rolls back alone), and commits them together. A job alone in its
+//! batch (an idle box: every write) needs no savepoint: if it fails, the whole transaction
+//! rolls back instead. Under load that is
 //! one commit for hundreds of writes; idle, a job runs the moment it arrives. A job's caller
 //! hears back only after the commit that made its work durable. The writer also keeps its
 //! last storage failure ([`WriterState`]) for `/health` and for refusing turns on a full disk.
@@ -22,7 +24,16 @@ const MAX_BATCH: usize = 256;
 
 /// A queued write: runs inside the batch transaction, returns how it went and what to tell
 /// its caller once the batch's commit is known.
-type Job = Box<dyn FnOnce(&mut rusqlite::Transaction<'_>) -> Ran + Send>;
+type Job = Box<dyn FnOnce(&rusqlite::Transaction<'_>, Isolation) -> Ran + Send>;
+
+/// How a job is kept from the other jobs of its batch.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Isolation {
+    /// In a savepoint, rolled back alone if it fails.
+    Savepoint,
+    /// It is the batch: if it fails, the batch's transaction rolls back.
+    WholeBatch,
+}
 type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 /// A job that has run in its savepoint.
@@ -89,13 +100,11 @@ impl Writer {
     {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let state = self.state.clone();
-        let job: Job = Box::new(move |tx| {
-            let result = (|| {
-                let savepoint = tx.savepoint()?;
-                let value = work(&savepoint)?;
-                savepoint.commit()?;
-                Ok(value)
-            })();
+        let job: Job = Box::new(move |tx, isolation| {
+            let result = match isolation {
+                Isolation::Savepoint => in_savepoint(tx, work),
+                Isolation::WholeBatch => work(tx),
+            };
             let storage_failed = match &result {
                 Err(StoreError::Sqlite(e)) => state.failed(e),
                 _ => false,
@@ -125,7 +134,7 @@ impl Writer {
 }
 
 fn run_batch(conn: &mut Connection, batch: Vec<Job>, state: &WriterState) {
-    let mut tx = match conn.transaction() {
+    let tx = match conn.transaction() {
         Ok(tx) => tx,
         Err(e) => {
             // Dropping the batch drops its reply channels: every caller gets an error.
@@ -134,9 +143,14 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, state: &WriterState) {
             return;
         }
     };
+    let isolation = if batch.len() == 1 {
+        Isolation::WholeBatch
+    } else {
+        Isolation::Savepoint
+    };
     let mut ran: Vec<Ran> = Vec::with_capacity(batch.len());
     for job in batch {
-        let done = job(&mut tx);
+        let done = job(&tx, isolation);
         let rolled_back = done.storage_failed && tx.is_autocommit();
         ran.push(done);
         if rolled_back {
@@ -145,6 +159,14 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, state: &WriterState) {
             // than run outside the transaction; the commit below then fails for the rest.
             break;
         }
+    }
+    if isolation == Isolation::WholeBatch && !ran.iter().all(|r| r.ok) {
+        // The one job failed, and no savepoint undid its part: nothing of it is kept.
+        let _ = tx.rollback();
+        for ran in ran {
+            (ran.reply)(Ok(()));
+        }
+        return;
     }
     let committed = tx.commit();
     match &committed {
@@ -162,6 +184,32 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, state: &WriterState) {
     let committed = committed.map_err(|e| e.to_string());
     for ran in ran {
         (ran.reply)(committed.clone());
+    }
+}
+
+/// Runs `work` in a savepoint: if it fails, what it wrote is undone and the rest of the batch
+/// is kept. The statements are cached: a batch under load opens hundreds of savepoints.
+fn in_savepoint<T>(
+    tx: &Connection,
+    work: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    tx.prepare_cached("SAVEPOINT job")?.execute([])?;
+    match work(tx) {
+        Ok(value) => {
+            tx.prepare_cached("RELEASE job")?.execute([])?;
+            Ok(value)
+        }
+        Err(e) => {
+            // On a full disk SQLite may already have rolled back the whole transaction, and
+            // the savepoint with it; the caller hears of `e` either way.
+            let _ = tx
+                .prepare_cached("ROLLBACK TO job")
+                .and_then(|mut s| s.execute([]));
+            let _ = tx
+                .prepare_cached("RELEASE job")
+                .and_then(|mut s| s.execute([]));
+            Err(e)
+        }
     }
 }
 
@@ -201,5 +249,37 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(count, 63);
+    }
+
+    #[tokio::test]
+    async fn a_failing_job_alone_in_its_batch_leaves_nothing_and_the_next_one_commits() {
+        let (_dir, store) = open_temp();
+        store
+            .write(|c| Ok(c.execute_batch("CREATE TABLE t (n INTEGER NOT NULL UNIQUE)")?))
+            .await
+            .unwrap();
+        // One write at a time: each is alone in its batch, with no savepoint around it. The
+        // failing one wrote a row before it failed; that row must not be committed.
+        let failed = store
+            .write(|c| {
+                c.execute("INSERT INTO t (n) VALUES (1)", [])?;
+                c.execute("INSERT INTO t (n) VALUES (1)", [])?;
+                Ok(())
+            })
+            .await;
+        assert!(failed.is_err());
+        store
+            .write(|c| Ok(c.execute("INSERT INTO t (n) VALUES (2)", [])?))
+            .await
+            .unwrap();
+        let kept: Vec<i64> = store
+            .run(|c| {
+                let mut s = c.prepare("SELECT n FROM t ORDER BY n")?;
+                let rows = s.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(kept, vec![2]);
     }
 }
