@@ -104,6 +104,8 @@ pub struct Readings {
     pub store_size_bytes: Option<u64>,
     /// Writes queued for the writer thread, not yet taken into a batch.
     pub store_writer_queue: Option<u64>,
+    /// The WAL's size in pages after the writer's last commit.
+    pub store_wal_pages: Option<u64>,
     /// Messages stored but not yet in PostgreSQL.
     pub export_lag_rows: Option<u64>,
 }
@@ -201,6 +203,7 @@ pub struct Metrics {
     interrupted_turns: Counter,
     store_size_bytes: Gauge,
     store_writer_queue: Gauge,
+    store_wal_pages: Gauge,
     /// Only registered when the in-process export follower runs.
     export_lag_rows: Option<Gauge>,
     export_position: ExportPosition,
@@ -281,6 +284,12 @@ impl Metrics {
             "Writes waiting for the database writer thread",
             store_writer_queue.clone(),
         );
+        let store_wal_pages = Gauge::default();
+        registry.register(
+            "store_wal_pages",
+            "The SQLite WAL's size in pages after the last commit; it starts over after a checkpoint (run by a thread of its own)",
+            store_wal_pages.clone(),
+        );
         let export_lag_rows = exporting.then(|| {
             let gauge = Gauge::default();
             registry.register(
@@ -304,6 +313,7 @@ impl Metrics {
             interrupted_turns,
             store_size_bytes,
             store_writer_queue,
+            store_wal_pages,
             export_lag_rows,
             export_position: ExportPosition::default(),
             scrape_source: OnceLock::new(),
@@ -401,6 +411,7 @@ impl Metrics {
             let readings = source().await;
             set(&self.store_size_bytes, readings.store_size_bytes);
             set(&self.store_writer_queue, readings.store_writer_queue);
+            set(&self.store_wal_pages, readings.store_wal_pages);
             if let Some(gauge) = &self.export_lag_rows {
                 set(gauge, readings.export_lag_rows);
             }
@@ -470,6 +481,7 @@ mod tests {
                 Readings {
                     store_size_bytes: Some(4096),
                     store_writer_queue: Some(3),
+                    store_wal_pages: Some(17),
                     export_lag_rows: Some(7),
                 }
             })
@@ -480,6 +492,7 @@ mod tests {
             "lang_agent_active_streams 1",
             "lang_agent_store_size_bytes 4096",
             "lang_agent_store_writer_queue 3",
+            "lang_agent_store_wal_pages 17",
             "lang_agent_export_lag_rows 7",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");

@@ -378,6 +378,9 @@ async fn counters_move_with_turns_through_both_apis_and_a_tool() {
         0.0
     );
     assert!(after_chat.value("lang_agent_store_size_bytes", &[]) > 0.0);
+    // Two turns' writes are in the WAL, far from the first checkpoint.
+    let wal_pages = after_chat.value("lang_agent_store_wal_pages", &[]);
+    assert!(wal_pages > 0.0 && wal_pages < 1000.0, "{wal_pages}");
 
     // A tool turn: the router sends it to the tool branch, which calls the calculator.
     let turn = format!("what is 37 times 49 [[mock:route=tool]] {CALC}");

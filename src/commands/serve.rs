@@ -220,6 +220,7 @@ fn scrape_source(store: Store, position: Option<ExportPosition>) -> crate::metri
             Readings {
                 store_size_bytes: Some(store.size_bytes()),
                 store_writer_queue: Some(store.writer_queue() as u64),
+                store_wal_pages: Some(store.wal_pages()),
                 export_lag_rows,
             }
         })

@@ -10,6 +10,7 @@
 
 mod answered_turns;
 pub mod backup;
+mod checkpoint;
 mod delete;
 mod dialogue_digest;
 mod files;
@@ -135,7 +136,9 @@ impl Store {
             .connection_timeout(Duration::from_secs(10))
             .build(manager)?;
         let (events, _) = broadcast::channel(1024);
-        let writer = Writer::start(writer).map_err(|source| StoreError::DataDir {
+        let mut checkpoints = rusqlite::Connection::open(path)?;
+        configure(&mut checkpoints)?;
+        let writer = Writer::start(writer, checkpoints).map_err(|source| StoreError::DataDir {
             path: path.display().to_string(),
             source,
         })?;
@@ -196,6 +199,11 @@ impl Store {
     /// Writes queued for the writer thread, not yet taken into a batch.
     pub fn writer_queue(&self) -> usize {
         self.writer.queued()
+    }
+
+    /// The WAL's size in pages after the last commit.
+    pub fn wal_pages(&self) -> u64 {
+        u64::try_from(self.writer.wal().pages()).unwrap_or(0)
     }
 
     /// Checks that the database answers (for `/health`).

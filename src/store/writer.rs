@@ -9,6 +9,7 @@
 //! one commit for hundreds of writes; idle, a job runs the moment it arrives. A job's caller
 //! hears back only after the commit that made its work durable. The writer also keeps its
 //! last storage failure ([`WriterState`]) for `/health` and for refusing turns on a full disk.
+//! Its commits do not checkpoint the WAL: a thread of its own does ([`super::checkpoint`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +18,7 @@ use std::sync::mpsc;
 use rusqlite::Connection;
 
 use super::StoreError;
+use super::checkpoint::{self, WalState, WalWatch};
 use super::health::WriterState;
 
 /// Most jobs in one transaction: bounds how long the first of them waits for the commit.
@@ -51,11 +53,15 @@ pub(super) struct Writer {
     state: WriterState,
     /// Jobs sent and not yet taken into a batch (a channel does not say how many it holds).
     queued: Arc<AtomicUsize>,
+    wal: Arc<WalState>,
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`. It ends when the last `Writer` is dropped.
-    pub(super) fn start(mut conn: Connection) -> std::io::Result<Writer> {
+    /// Starts the writer thread on `conn`, and the checkpoint thread on `checkpoints` (another
+    /// connection to the same database). Both end when the last `Writer` is dropped.
+    pub(super) fn start(mut conn: Connection, checkpoints: Connection) -> std::io::Result<Writer> {
+        let mut wal_watch = checkpoint::start(checkpoints)?;
+        let wal = wal_watch.state();
         let (jobs, queue) = mpsc::channel::<Job>();
         let state = WriterState::default();
         let thread_state = state.clone();
@@ -64,6 +70,7 @@ impl Writer {
         std::thread::Builder::new()
             .name("lang-agent-db-writer".into())
             .spawn(move || {
+                checkpoint::hand_off_checkpoints(&conn);
                 while let Ok(first) = queue.recv() {
                     let mut batch = vec![first];
                     while batch.len() < MAX_BATCH {
@@ -73,13 +80,14 @@ impl Writer {
                         }
                     }
                     taken.fetch_sub(batch.len(), Ordering::Relaxed);
-                    run_batch(&mut conn, batch, &thread_state);
+                    run_batch(&mut conn, batch, &thread_state, &mut wal_watch);
                 }
             })?;
         Ok(Writer {
             jobs,
             state,
             queued,
+            wal,
         })
     }
 
@@ -90,6 +98,11 @@ impl Writer {
 
     pub(super) fn state(&self) -> WriterState {
         self.state.clone()
+    }
+
+    /// The WAL's size and who checkpointed it.
+    pub(super) fn wal(&self) -> &WalState {
+        &self.wal
     }
 
     /// Runs `work` in the next batch; resolves after that batch is committed.
@@ -133,7 +146,12 @@ impl Writer {
     }
 }
 
-fn run_batch(conn: &mut Connection, batch: Vec<Job>, state: &WriterState) {
+fn run_batch(
+    conn: &mut Connection,
+    batch: Vec<Job>,
+    state: &WriterState,
+    wal_watch: &mut WalWatch,
+) {
     let tx = match conn.transaction() {
         Ok(tx) => tx,
         Err(e) => {
@@ -169,6 +187,8 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, state: &WriterState) {
         return;
     }
     let committed = tx.commit();
+    // Before the replies: a caller that hears its write committed sees the WAL it left.
+    wal_watch.after_commit();
     match &committed {
         Err(e) => {
             tracing::error!("database: commit failed: {e}");
