@@ -4,8 +4,9 @@
 //! `lang-agent serve` runs under callgrind against the fake upstream (no delay). After a
 //! warm-up, the counters are zeroed, a fixed number of turns is sent one after another, and
 //! the counters are dumped: the total divided by the turns is the instructions per turn, for a
-//! streamed and a collected DashScope turn and a streamed OpenAI one (all chat route: router
-//! and chat calls). Figures only; nothing is asserted.
+//! streamed and a collected DashScope turn and a streamed OpenAI one, and Xiaozhi's call with a
+//! voice answer's length (all chat route: router and chat calls). Figures only; nothing is
+//! asserted.
 //!
 //! `cargo bench --bench instructions` (valgrind must be installed; `BENCH_TURNS` sets the
 //! turns per row, default 200; `LANG_AGENT_BIN=path` measures another build of the binary,
@@ -24,6 +25,9 @@ enum Turn {
     DashScopeStream,
     DashScopeJson,
     OpenAiStream,
+    /// Xiaozhi's call (streamed, full text in every frame) answered with 294 characters of
+    /// Chinese in 37 pieces: a voice answer's length, where the short rows' answers are echoes.
+    XiaozhiAnswer,
 }
 
 impl Turn {
@@ -32,19 +36,26 @@ impl Turn {
             Turn::DashScopeStream => "dashscope stream",
             Turn::DashScopeJson => "dashscope json",
             Turn::OpenAiStream => "openai stream",
+            Turn::XiaozhiAnswer => "xiaozhi 294 chars",
         }
     }
 }
 
 async fn one(client: &reqwest::Client, server: &Server, turn: Turn, n: usize) {
-    let text = format!("turn {n}: what is the weather like today?");
+    let text = match turn {
+        Turn::XiaozhiAnswer => format!(
+            "turn {n}: [[mock:reply={}]]",
+            "今天天气晴朗，适合出门散步。".repeat(21)
+        ),
+        _ => format!("turn {n}: what is the weather like today?"),
+    };
     let request = match turn {
-        Turn::DashScopeStream | Turn::DashScopeJson => {
+        Turn::DashScopeStream | Turn::DashScopeJson | Turn::XiaozhiAnswer => {
             let r = client
                 .post(format!("{}/api/apps/bench/completion", server.url))
                 .bearer_auth(KEY)
                 .json(&json!({"input": {"prompt": text, "session_id": format!("s-{}", n % 50)}}));
-            if matches!(turn, Turn::DashScopeStream) {
+            if matches!(turn, Turn::DashScopeStream | Turn::XiaozhiAnswer) {
                 r.header("X-DashScope-SSE", "enable")
             } else {
                 r
@@ -137,6 +148,7 @@ async fn main() {
         Turn::DashScopeStream,
         Turn::DashScopeJson,
         Turn::OpenAiStream,
+        Turn::XiaozhiAnswer,
     ] {
         for n in 0..20 {
             one(&client, &server, turn, n).await;

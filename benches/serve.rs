@@ -20,7 +20,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{KEY, Mock, Proc, Server, cpu_ms, http, ms, percentile, raise_fd_limit, rss_kib};
+use common::{CpuReading, KEY, Mock, Proc, Server, http, ms, percentile, raise_fd_limit, rss_kib};
 use futures::StreamExt;
 use serde_json::json;
 
@@ -132,10 +132,11 @@ async fn measure(
     concurrency: usize,
     per_client: usize,
 ) -> Level {
-    let cpu_before = cpu_ms(pid);
+    let cpu_before = CpuReading::now(pid);
     let (samples, wall) = run_level(url, target, stream, concurrency, per_client).await;
     // Warm-up calls included: one per client.
-    let cpu_ms_per_call = (cpu_ms(pid) - cpu_before) / (samples.len() + concurrency) as f64;
+    let cpu_ms_per_call =
+        CpuReading::now(pid).ms_since(&cpu_before) / (samples.len() + concurrency) as f64;
     let mut totals: Vec<_> = samples.iter().map(|s| s.total).collect();
     let mut firsts: Vec<_> = samples.iter().map(|s| s.first_byte).collect();
     totals.sort();

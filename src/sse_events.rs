@@ -87,25 +87,39 @@ impl EventBound {
         }
     }
 
+    /// Takes the next bytes of the stream. A line at a time, not a byte at a time: the
+    /// upstream's answer passes through here whole, and a loop over each byte cost more than
+    /// the SSE parser behind it.
     fn check<E>(&mut self, bytes: &[u8]) -> Result<(), Guarded<E>> {
-        for &byte in bytes {
-            let after_cr = std::mem::replace(&mut self.after_cr, byte == b'\r');
-            match byte {
-                b'\n' if after_cr => {}
-                b'\n' | b'\r' => {
-                    if self.at_line_start {
-                        self.in_event = 0;
-                    }
-                    self.at_line_start = true;
+        let mut rest = bytes;
+        while let Some(end) = memchr::memchr2(b'\n', b'\r', rest) {
+            self.line_text(end)?;
+            let line_end = rest[end];
+            if line_end == b'\n' && self.after_cr {
+                // The `\n` of a `\r\n` whose `\r` was the last byte seen.
+                self.after_cr = false;
+            } else {
+                if self.at_line_start {
+                    self.in_event = 0;
                 }
-                _ => {
-                    self.at_line_start = false;
-                    self.in_event += 1;
-                    if self.in_event > self.max {
-                        return Err(Guarded::TooLarge(self.max));
-                    }
-                }
+                self.at_line_start = true;
+                self.after_cr = line_end == b'\r';
             }
+            rest = &rest[end + 1..];
+        }
+        self.line_text(rest.len())
+    }
+
+    /// `len` bytes of a line's text (no line ends) arrived.
+    fn line_text<E>(&mut self, len: usize) -> Result<(), Guarded<E>> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.after_cr = false;
+        self.at_line_start = false;
+        self.in_event += len;
+        if self.in_event > self.max {
+            return Err(Guarded::TooLarge(self.max));
         }
         Ok(())
     }
@@ -161,6 +175,85 @@ mod tests {
         // The same lines in events of their own are fine, however many.
         let many = b"data: 0123456789\n\n".repeat(1000);
         assert_eq!(events(&[&many], 100).unwrap().len(), 1000);
+    }
+
+    /// The bound as the WHATWG rules put it, a byte at a time: what `EventBound::check`, which
+    /// jumps from line end to line end, must agree with.
+    fn bound_byte_by_byte(chunks: &[&[u8]], max: usize) -> Option<usize> {
+        let (mut in_event, mut at_line_start, mut after_cr) = (0, true, false);
+        for (i, &byte) in chunks.concat().iter().enumerate() {
+            let was_cr = std::mem::replace(&mut after_cr, byte == b'\r');
+            match byte {
+                b'\n' if was_cr => {}
+                b'\n' | b'\r' => {
+                    if at_line_start {
+                        in_event = 0;
+                    }
+                    at_line_start = true;
+                }
+                _ => {
+                    at_line_start = false;
+                    in_event += 1;
+                    if in_event > max {
+                        return Some(i);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn the_line_at_a_time_bound_agrees_with_the_byte_at_a_time_rules() {
+        // Streams of text and every kind of line end, cut into chunks at random places: a
+        // `\r\n` split between chunks, blank lines, `\r\r`, lines right at the bound.
+        let alphabet: &[&[u8]] = &[b"a", b"bc", b"data: xyz", b"\n", b"\r", b"\r\n", b"\n\n"];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..5000 {
+            let stream: Vec<u8> = (0..next(40))
+                .flat_map(|_| alphabet[next(alphabet.len())].iter().copied())
+                .collect();
+            let mut chunks: Vec<&[u8]> = Vec::new();
+            let mut rest = &stream[..];
+            while !rest.is_empty() {
+                let (chunk, tail) = rest.split_at(1 + next(rest.len()));
+                chunks.push(chunk);
+                rest = tail;
+            }
+            let max = 1 + next(12);
+            let expected_failure = bound_byte_by_byte(&chunks, max);
+            let mut bound = EventBound::new(max);
+            let mut seen = 0;
+            let mut failed_in = None;
+            for chunk in &chunks {
+                if bound.check::<std::io::Error>(chunk).is_err() {
+                    failed_in = Some(seen);
+                    break;
+                }
+                seen += chunk.len();
+            }
+            // Both fail, in the same chunk, or neither does.
+            let expected_chunk_start = expected_failure.map(|at| {
+                let mut start = 0;
+                for chunk in &chunks {
+                    if at < start + chunk.len() {
+                        break;
+                    }
+                    start += chunk.len();
+                }
+                start
+            });
+            assert_eq!(
+                failed_in, expected_chunk_start,
+                "{stream:?} in {chunks:?}, max {max}"
+            );
+        }
     }
 
     #[test]

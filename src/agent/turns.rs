@@ -452,10 +452,13 @@ impl TurnRunner {
         let answer = agent.answer(input, sink);
         tokio::pin!(answer);
         let mut finished = None;
+        // Made once: a new one per event would set and clear a timer for every piece of text.
+        let stop = limits.reached();
+        tokio::pin!(stop);
         loop {
             let step = tokio::select! {
                 biased;
-                stop = limits.reached() => return Err(stop),
+                stop = &mut stop => return Err(stop),
                 delivered = client.deliver() => Step::Delivered(delivered),
                 event = events.recv() => Step::Agent(event),
                 result = &mut answer, if finished.is_none() => Step::Done(result),
@@ -475,7 +478,7 @@ impl TurnRunner {
                     let result = finished.expect("sink closes only when the agent is done");
                     tokio::select! {
                         biased;
-                        stop = limits.reached() => return Err(stop),
+                        stop = &mut stop => return Err(stop),
                         delivered = client.deliver_all() => delivered?,
                     }
                     return result.map_err(Into::into);

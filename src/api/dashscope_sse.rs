@@ -27,16 +27,24 @@ pub struct DashScopeFrames {
     session_id: String,
     incremental: bool,
     text: String,
+    /// The text so far as it stands inside a JSON string (full-text mode): each piece is
+    /// escaped once as it arrives, so a frame copies the answer rather than escaping all of
+    /// it again (Xiaozhi asks for full text: that made a turn's frames quadratic in escaping).
+    escaped_text: Vec<u8>,
+    text_frame: TextFrameJson,
     next_id: u64,
 }
 
 impl DashScopeFrames {
     pub fn new(request_id: String, session_id: String, incremental: bool) -> DashScopeFrames {
+        let text_frame = TextFrameJson::new(&request_id, &session_id);
         DashScopeFrames {
             request_id,
             session_id,
             incremental,
             text: String::new(),
+            escaped_text: Vec::new(),
+            text_frame,
             next_id: 1,
         }
     }
@@ -58,7 +66,7 @@ impl DashScopeFrames {
             summary.finish.as_str(),
             Some(summary),
         );
-        frame(id, "result", 200, &body)
+        frame(id, "result", 200, |out| json_into(out, &body))
     }
 }
 
@@ -66,9 +74,16 @@ impl FrameWriter for DashScopeFrames {
     fn text(&mut self, piece: &str) -> Option<Bytes> {
         let id = self.take_id();
         self.text.push_str(piece);
-        let shown = if self.incremental { piece } else { &self.text };
-        let body = response_body(&self.request_id, &self.session_id, shown, "null", None);
-        Some(frame(id, "result", 200, &body))
+        let json = &self.text_frame;
+        if self.incremental {
+            let mut escaped = Vec::with_capacity(piece.len() + 2);
+            escape_into(&mut escaped, piece);
+            Some(frame(id, "result", 200, |out| json.write(out, &escaped)))
+        } else {
+            escape_into(&mut self.escaped_text, piece);
+            let escaped = &self.escaped_text;
+            Some(frame(id, "result", 200, |out| json.write(out, escaped)))
+        }
     }
 
     fn finished(&mut self, summary: &TurnSummary) -> Bytes {
@@ -81,28 +96,82 @@ impl FrameWriter for DashScopeFrames {
             summary.finish.as_str(),
             Some(summary),
         );
-        frame(id, "result", 200, &body)
+        frame(id, "result", 200, |out| json_into(out, &body))
     }
 
     fn failed(&mut self, error: &ApiError) -> Bytes {
         let id = self.take_id();
         let body = error.dashscope_body(&self.request_id);
-        frame(id, "error", error.status().as_u16(), &body)
+        frame(id, "error", error.status().as_u16(), |out| {
+            json_into(out, &body)
+        })
     }
 }
 
-/// One event, its JSON written straight after `data:` (no intermediate string).
-fn frame(id: u64, event: &str, status: u16, data: &impl Serialize) -> Bytes {
+/// One event; `data` writes its JSON straight after `data:` (no intermediate string).
+fn frame(id: u64, event: &str, status: u16, data: impl FnOnce(&mut Vec<u8>)) -> Bytes {
     let mut out = Vec::with_capacity(256);
-    // Writing into a Vec cannot fail, nor can serializing these plain fields.
+    // Writing into a Vec cannot fail.
     let _ = write!(out, "id:{id}\nevent:{event}\n:HTTP_STATUS/{status}\n");
     if status != 200 {
         let _ = writeln!(out, "status:{status}");
     }
     out.extend_from_slice(b"data:");
-    serde_json::to_writer(&mut out, data).expect("a frame always serializes");
+    data(&mut out);
     out.extend_from_slice(b"\n\n");
     Bytes::from(out)
+}
+
+fn json_into(out: &mut Vec<u8>, data: &impl Serialize) {
+    // Serializing these plain fields into a Vec cannot fail.
+    serde_json::to_writer(out, data).expect("a frame always serializes");
+}
+
+/// Appends `text` as it stands between a JSON string's quotes. JSON escapes each character on
+/// its own, so the escaped pieces of a text, joined, are the escaped text.
+fn escape_into(out: &mut Vec<u8>, text: &str) {
+    let start = out.len();
+    json_into(out, &text);
+    out.pop();
+    out.remove(start);
+}
+
+/// The JSON of a text frame (a piece of the answer, not yet finished) around its text: the
+/// frame serialized once with an empty text and split where the text goes. The frame's shape
+/// stays the one `response_body` gives.
+struct TextFrameJson {
+    before_text: Vec<u8>,
+    after_text: Vec<u8>,
+}
+
+impl TextFrameJson {
+    fn new(request_id: &str, session_id: &str) -> TextFrameJson {
+        let mut json = Vec::new();
+        json_into(
+            &mut json,
+            &response_body(request_id, session_id, "", "null", None),
+        );
+        // The first `"text":""` is the key: inside an id's string value every `"` is escaped.
+        let key = b"\"text\":\"\"";
+        let at = json
+            .windows(key.len())
+            .position(|w| w == key)
+            .expect("a text frame has a text")
+            + key.len()
+            - 1;
+        let after_text = json.split_off(at);
+        TextFrameJson {
+            before_text: json,
+            after_text,
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>, escaped_text: &[u8]) {
+        out.reserve(self.before_text.len() + escaped_text.len() + self.after_text.len());
+        out.extend_from_slice(&self.before_text);
+        out.extend_from_slice(escaped_text);
+        out.extend_from_slice(&self.after_text);
+    }
 }
 
 /// The JSON of a DashScope answer, streamed or not. Written from borrowed fields (a frame per
@@ -207,6 +276,50 @@ mod tests {
         assert_eq!(data_of(&end)["output"]["text"], "Hello");
         assert_eq!(data_of(&end)["output"]["finish_reason"], "stop");
         assert_eq!(data_of(&end)["usage"]["models"][0]["output_tokens"], 2);
+    }
+
+    /// The text frames as serde writes them from `response_body`, field by field.
+    fn serde_text_frames(ids: (&str, &str), pieces: &[&str], incremental: bool) -> Vec<Bytes> {
+        let mut text = String::new();
+        (1..)
+            .zip(pieces)
+            .map(|(id, piece)| {
+                text.push_str(piece);
+                let shown = if incremental { piece } else { text.as_str() };
+                let body = response_body(ids.0, ids.1, shown, "null", None);
+                frame(id, "result", 200, |out| json_into(out, &body))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn text_frames_are_what_serializing_each_frame_whole_gives() {
+        let pieces = [
+            "He",
+            "said \"hi\"",
+            "\\",
+            "\n\t\u{1}\u{1f}",
+            "你好",
+            "😀",
+            "\"text\":\"\"",
+            "</s>",
+            "",
+        ];
+        for ids in [
+            ("r", "s"),
+            ("r\"text\":\"\"", "s\"text\":\"\"\\"),
+            ("", "\u{7f}\u{0}"),
+        ] {
+            for incremental in [false, true] {
+                let mut f = DashScopeFrames::new(ids.0.into(), ids.1.into(), incremental);
+                let ours: Vec<Bytes> = pieces.iter().map(|p| f.text(p).unwrap()).collect();
+                assert_eq!(
+                    ours,
+                    serde_text_frames(ids, &pieces, incremental),
+                    "{ids:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! is `data: {"error": {...}}`, which the `openai` SDK raises as `APIError`.
 
 use axum::body::Bytes;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
@@ -49,7 +50,9 @@ impl OpenAiChunks {
 }
 
 fn data(value: &Value) -> String {
-    format!("data: {value}\n\n")
+    // Not `Value`'s `Display`, which goes through the formatter a few bytes at a time.
+    let json = serde_json::to_string(value).expect("a Value always serializes");
+    format!("data: {json}\n\n")
 }
 
 /// The client's tool calls as OpenAI sends them: in a message, or (`indexed`) as the deltas of
@@ -78,19 +81,56 @@ pub fn usage_json(usage: &Usage) -> Value {
     })
 }
 
+/// A chunk carrying a piece of answer text, written from borrowed fields: a turn sends one per
+/// piece, and building each as a `Value` cost more than the rest of the frame's way out. Its
+/// keys are in the order `chunk` writes the others' (OpenAI's own), so every chunk of a stream
+/// has the same shape.
+#[derive(Serialize)]
+struct TextChunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: i64,
+    model: &'a str,
+    choices: [TextChoice<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct TextChoice<'a> {
+    index: u32,
+    delta: TextDelta<'a>,
+    finish_reason: Option<()>,
+}
+
+#[derive(Serialize)]
+struct TextDelta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    content: &'a str,
+}
+
 impl FrameWriter for OpenAiChunks {
     fn text(&mut self, piece: &str) -> Option<Bytes> {
-        let delta = if self.role_sent {
-            json!({"content": piece})
-        } else {
-            self.role_sent = true;
-            json!({"role": "assistant", "content": piece})
+        let role = (!std::mem::replace(&mut self.role_sent, true)).then_some("assistant");
+        let chunk = TextChunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices: [TextChoice {
+                index: 0,
+                delta: TextDelta {
+                    role,
+                    content: piece,
+                },
+                finish_reason: None,
+            }],
         };
-        let chunk = self.chunk(
-            json!([{"index": 0, "delta": delta, "finish_reason": null}]),
-            None,
-        );
-        Some(Bytes::from(data(&chunk)))
+        let mut out = Vec::with_capacity(160 + piece.len());
+        out.extend_from_slice(b"data: ");
+        // Serializing these plain fields into a Vec cannot fail.
+        serde_json::to_writer(&mut out, &chunk).expect("a chunk always serializes");
+        out.extend_from_slice(b"\n\n");
+        Some(Bytes::from(out))
     }
 
     fn finished(&mut self, summary: &TurnSummary) -> Bytes {
@@ -138,6 +178,27 @@ mod tests {
             .filter(|e| !e.is_empty())
             .map(|e| e.strip_prefix("data: ").unwrap().to_string())
             .collect()
+    }
+
+    #[test]
+    fn text_chunks_have_the_shape_of_every_other_chunk() {
+        // Each text chunk as `chunk` builds the others: a `Value`, written by its `Display`.
+        let mut w = OpenAiChunks::new("c\"1".into(), -7, "m\\x".into(), false);
+        for (i, piece) in ["Hi", "", "\"q\"\n\u{1}", "你好😀", "</s>"]
+            .iter()
+            .enumerate()
+        {
+            let delta = if i == 0 {
+                json!({"role": "assistant", "content": piece})
+            } else {
+                json!({"content": piece})
+            };
+            let expected = data(&w.chunk(
+                json!([{"index": 0, "delta": delta, "finish_reason": null}]),
+                None,
+            ));
+            assert_eq!(w.text(piece).unwrap(), Bytes::from(expected));
+        }
     }
 
     #[test]

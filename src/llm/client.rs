@@ -128,8 +128,10 @@ pub struct ChatRequest<'a> {
 #[derive(Clone)]
 pub struct LlmClient {
     http: reqwest::Client,
-    endpoint: String,
-    api_key: Option<Secret>,
+    /// Parsed once: reqwest would parse a string on every call.
+    endpoint: reqwest::Url,
+    /// `Bearer <key>`, made once and marked sensitive (never shown by a header dump).
+    authorization: Option<reqwest::header::HeaderValue>,
     attempts: u32,
     limits: AnswerLimits,
     /// Sent on every call as it is ([`LlmConfig::extra_body`]).
@@ -152,10 +154,29 @@ impl LlmClient {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| LlmError::Invalid(format!("HTTP client: {e}")))?;
+        let endpoint = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
+        let endpoint = reqwest::Url::parse(&endpoint).map_err(|e| {
+            LlmError::Invalid(format!(
+                "upstream URL {}: {e}",
+                crate::redact::redact_url(&endpoint)
+            ))
+        })?;
+        let authorization = match &config.api_key {
+            Some(key) => {
+                let mut value =
+                    reqwest::header::HeaderValue::try_from(format!("Bearer {}", key.expose()))
+                        .map_err(|_| {
+                            LlmError::Invalid("the upstream API key is not a header value".into())
+                        })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
         Ok(LlmClient {
             http,
-            endpoint: format!("{}/chat/completions", config.base_url.trim_end_matches('/')),
-            api_key: config.api_key.clone(),
+            endpoint,
+            authorization,
             attempts: config.attempts.max(1),
             limits: AnswerLimits {
                 max_answer_bytes: config.max_answer_bytes,
@@ -258,11 +279,11 @@ impl LlmClient {
             attempt += 1;
             let mut builder = self
                 .http
-                .post(&self.endpoint)
+                .post(self.endpoint.clone())
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.clone());
-            if let Some(key) = &self.api_key {
-                builder = builder.bearer_auth(key.expose());
+            if let Some(authorization) = &self.authorization {
+                builder = builder.header(reqwest::header::AUTHORIZATION, authorization.clone());
             }
             let (error, retry_after) = match builder.send().await {
                 Ok(response) if response.status().is_success() => return Ok(response),

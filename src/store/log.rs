@@ -194,24 +194,38 @@ pub(super) fn insert_messages(
     messages: &[NewMessage],
 ) -> Result<(bool, Vec<i64>), StoreError> {
     let now = now_timestamp();
-    let created =
-        ensure_conversation(tx, conversation, device, &ConversationTags::default(), &now)?;
-    let mut next: i64 = tx
-        .prepare_cached("SELECT message_count FROM conversations WHERE conversation_id = ?1")?
-        .query_row([conversation], |r| r.get(0))?;
-    let mut seqs = Vec::with_capacity(messages.len());
+    let tags = ConversationTags::default();
+    if messages.is_empty() {
+        let created = ensure_conversation(tx, conversation, device, &tags, &now)?;
+        return Ok((created, Vec::new()));
+    }
+    // The conversation is made only if it is not there (every write of a turn after its
+    // first finds it): one statement fewer than making sure of it each time.
+    let message_count = || -> rusqlite::Result<Option<i64>> {
+        tx.prepare_cached("SELECT message_count FROM conversations WHERE conversation_id = ?1")?
+            .query_row([conversation], |r| r.get(0))
+            .optional()
+    };
+    let (created, before) = match message_count()? {
+        Some(count) => (false, count),
+        None => {
+            let created = ensure_conversation(tx, conversation, device, &tags, &now)?;
+            let count = message_count()?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+            (created, count)
+        }
+    };
     let mut insert = tx.prepare_cached(
         "INSERT INTO messages (conversation_id, message_type, content, sequence_number,
              created_at, tool_calls, tool_call_id, tool_name, interrupted, turn_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
-    for m in messages {
-        next += 1;
+    let seqs: Vec<i64> = (before + 1..=before + messages.len() as i64).collect();
+    for (m, seq) in messages.iter().zip(&seqs) {
         insert.execute(params![
             conversation,
             m.kind.as_str(),
             m.content,
-            next,
+            seq,
             now,
             m.tool_calls,
             m.tool_call_id,
@@ -219,13 +233,11 @@ pub(super) fn insert_messages(
             m.interrupted,
             turn_id,
         ])?;
-        seqs.push(next);
     }
-    if !messages.is_empty() {
-        tx.prepare_cached("UPDATE conversations SET message_count = ?2, updated_at = ?3 WHERE conversation_id = ?1")?.execute(
-            params![conversation, next, now],
-        )?;
-    }
+    tx.prepare_cached(
+        "UPDATE conversations SET message_count = ?2, updated_at = ?3 WHERE conversation_id = ?1",
+    )?
+    .execute(params![conversation, before + messages.len() as i64, now])?;
     Ok((created, seqs))
 }
 

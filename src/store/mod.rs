@@ -257,9 +257,10 @@ pub fn now_timestamp() -> String {
     timestamp(chrono::Utc::now())
 }
 
-/// `at`, as stored.
+/// `at`, as stored: `2026-12-03T01:02:03.456Z`. Written directly rather than through a
+/// `format` string, which chrono parses again on every call (a turn stores several).
 pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> String {
-    at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]
@@ -295,5 +296,27 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(reprepared, 0, "each new limit compiled the statement again");
+    }
+
+    #[test]
+    fn timestamps_keep_their_stored_shape() {
+        use chrono::TimeZone;
+        // The shape every stored row has had: the viewer, export and retention compare these
+        // as text, so a new writer of them must not change it.
+        for (secs, millis, stored) in [
+            (0, 0, "1970-01-01T00:00:00.000Z"),
+            (1_796_000_000, 7, "2026-11-30T00:53:20.007Z"),
+            (1_796_086_399, 999, "2026-12-01T00:53:19.999Z"),
+        ] {
+            let at = chrono::Utc.timestamp_opt(secs, millis * 1_000_000).unwrap();
+            assert_eq!(timestamp(at), stored);
+            assert_eq!(
+                timestamp(at),
+                at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+            );
+        }
+        // Sub-millisecond digits are cut, not rounded, as before.
+        let at = chrono::Utc.timestamp_opt(0, 999_999).unwrap();
+        assert_eq!(timestamp(at), "1970-01-01T00:00:00.000Z");
     }
 }

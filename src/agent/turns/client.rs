@@ -65,6 +65,8 @@ impl ClientLink {
             return std::future::pending().await;
         };
         tokio::select! {
+            // Room first: a client that has it needs no stall timer set (and cleared).
+            biased;
             room = self.events.reserve() => {
                 let text = std::mem::take(&mut self.pending);
                 self.waiting_since = None;
