@@ -27,9 +27,10 @@ pub struct DashScopeFrames {
     session_id: String,
     incremental: bool,
     text: String,
-    /// The text so far as it stands inside a JSON string (full-text mode): each piece is
-    /// escaped once as it arrives, so a frame copies the answer rather than escaping all of
-    /// it again (Xiaozhi asks for full text: that made a turn's frames quadratic in escaping).
+    /// What the last text frame showed, as it stands inside a JSON string: the text so far,
+    /// or with `incremental` only the last piece. Each piece is escaped once as it arrives, so
+    /// a full-text frame copies the answer rather than escaping all of it again (Xiaozhi asks
+    /// for full text: that made a turn's frames quadratic in escaping).
     escaped_text: Vec<u8>,
     text_frame: TextFrameJson,
     next_id: u64,
@@ -74,16 +75,12 @@ impl FrameWriter for DashScopeFrames {
     fn text(&mut self, piece: &str) -> Option<Bytes> {
         let id = self.take_id();
         self.text.push_str(piece);
-        let json = &self.text_frame;
         if self.incremental {
-            let mut escaped = Vec::with_capacity(piece.len() + 2);
-            escape_into(&mut escaped, piece);
-            Some(frame(id, "result", 200, |out| json.write(out, &escaped)))
-        } else {
-            escape_into(&mut self.escaped_text, piece);
-            let escaped = &self.escaped_text;
-            Some(frame(id, "result", 200, |out| json.write(out, escaped)))
+            self.escaped_text.clear();
         }
+        escape_into(&mut self.escaped_text, piece);
+        let (json, escaped) = (&self.text_frame, &self.escaped_text);
+        Some(frame(id, "result", 200, |out| json.write(out, escaped)))
     }
 
     fn finished(&mut self, summary: &TurnSummary) -> Bytes {

@@ -49,10 +49,15 @@ impl OpenAiChunks {
     }
 }
 
-fn data(value: &Value) -> String {
-    // Not `Value`'s `Display`, which goes through the formatter a few bytes at a time.
-    let json = serde_json::to_string(value).expect("a Value always serializes");
-    format!("data: {json}\n\n")
+/// One event: `data: {json}` and its blank line. Written with `to_writer`, not `Value`'s
+/// `Display`, which goes through the formatter a few bytes at a time.
+fn data(value: &impl Serialize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(192);
+    out.extend_from_slice(b"data: ");
+    // Serializing these plain fields into a Vec cannot fail.
+    serde_json::to_writer(&mut out, value).expect("a chunk always serializes");
+    out.extend_from_slice(b"\n\n");
+    out
 }
 
 /// The client's tool calls as OpenAI sends them: in a message, or (`indexed`) as the deltas of
@@ -125,16 +130,11 @@ impl FrameWriter for OpenAiChunks {
                 finish_reason: None,
             }],
         };
-        let mut out = Vec::with_capacity(160 + piece.len());
-        out.extend_from_slice(b"data: ");
-        // Serializing these plain fields into a Vec cannot fail.
-        serde_json::to_writer(&mut out, &chunk).expect("a chunk always serializes");
-        out.extend_from_slice(b"\n\n");
-        Some(Bytes::from(out))
+        Some(Bytes::from(data(&chunk)))
     }
 
     fn finished(&mut self, summary: &TurnSummary) -> Bytes {
-        let mut out = String::new();
+        let mut out = Vec::new();
         if !summary.tool_calls.is_empty() {
             // Whole calls in one delta: what the SDK's stream helpers and Xiaozhi assemble.
             let mut delta = json!({"tool_calls": tool_calls_json(&summary.tool_calls, true)});
@@ -143,21 +143,21 @@ impl FrameWriter for OpenAiChunks {
                 delta["role"] = json!("assistant");
                 delta["content"] = Value::Null;
             }
-            out.push_str(&data(&self.chunk(
+            out.extend(data(&self.chunk(
                 json!([{"index": 0, "delta": delta, "finish_reason": null}]),
                 None,
             )));
         }
-        out.push_str(&data(&self.chunk(
+        out.extend(data(&self.chunk(
             json!([{"index": 0, "delta": {}, "finish_reason": summary.finish.as_str()}]),
             None,
         )));
         if self.include_usage {
-            out.push_str(&data(
+            out.extend(data(
                 &self.chunk(json!([]), Some(usage_json(&summary.usage))),
             ));
         }
-        out.push_str("data: [DONE]\n\n");
+        out.extend_from_slice(b"data: [DONE]\n\n");
         Bytes::from(out)
     }
 
@@ -182,7 +182,7 @@ mod tests {
 
     #[test]
     fn text_chunks_have_the_shape_of_every_other_chunk() {
-        // Each text chunk as `chunk` builds the others: a `Value`, written by its `Display`.
+        // Each text chunk as `chunk` builds the others: a `Value`.
         let mut w = OpenAiChunks::new("c\"1".into(), -7, "m\\x".into(), false);
         for (i, piece) in ["Hi", "", "\"q\"\n\u{1}", "你好😀", "</s>"]
             .iter()
