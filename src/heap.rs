@@ -9,7 +9,9 @@
 //! at its top). It never trims while a turn or a stream runs, so a trim never competes with a
 //! turn for the allocator's locks. It trims when a busy spell ends and once more 100 s later,
 //! when the connections the load opened have closed, and then rests: an idle box is not walked
-//! every few seconds.
+//! every few seconds. Before each trim it releases the caches it was given (the store's page
+//! cache): a page that holds one live block cannot be given back, and a full cache is a
+//! thousand live blocks spread over the writer's heap.
 
 use std::time::Duration;
 
@@ -74,13 +76,20 @@ impl Trimmer {
     }
 }
 
-/// Checks every `every` and gives memory back after each busy spell, until `shutdown`.
-pub fn spawn_trimmer(
+/// Checks every `every` and gives memory back after each busy spell, until `shutdown`: first
+/// `release_caches` (caches whose live blocks would keep the allocator's pages in use), then
+/// `trim`.
+pub fn spawn_trimmer<R, F>(
     activity: std::sync::Arc<dyn Activity>,
     every: Duration,
     shutdown: CancellationToken,
+    release_caches: R,
     trim: fn() -> bool,
-) -> tokio::task::JoinHandle<()> {
+) -> tokio::task::JoinHandle<()>
+where
+    R: Fn() -> F + Send + 'static,
+    F: Future<Output = ()> + Send,
+{
     tokio::spawn(async move {
         let mut trimmer = Trimmer {
             seen: activity.turns_started(),
@@ -94,6 +103,7 @@ pub fn spawn_trimmer(
                 _ = ticks.tick() => {}
             }
             if trimmer.should_trim(activity.turns_started(), activity.busy()) {
+                release_caches().await;
                 // It walks the whole heap: not on an async worker.
                 let _ = tokio::task::spawn_blocking(trim).await;
             }
@@ -142,10 +152,20 @@ mod tests {
     }
 
     static TRIMS: AtomicUsize = AtomicUsize::new(0);
+    static RELEASES: AtomicUsize = AtomicUsize::new(0);
+    /// Trims that came with no release of the caches just before them.
+    static TRIMS_WITHOUT_RELEASE: AtomicUsize = AtomicUsize::new(0);
 
     fn count_trim() -> bool {
-        TRIMS.fetch_add(1, Ordering::SeqCst);
+        let trims = TRIMS.fetch_add(1, Ordering::SeqCst) + 1;
+        if RELEASES.load(Ordering::SeqCst) != trims {
+            TRIMS_WITHOUT_RELEASE.fetch_add(1, Ordering::SeqCst);
+        }
         true
+    }
+
+    async fn count_release() {
+        RELEASES.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Waits (real time, the check every millisecond) until `n` trims were made.
@@ -163,7 +183,13 @@ mod tests {
         let fake = Arc::new(Fake::default());
         fake.started.store(10, Ordering::SeqCst);
         let shutdown = CancellationToken::new();
-        let task = spawn_trimmer(fake.clone(), every, shutdown.clone(), count_trim);
+        let task = spawn_trimmer(
+            fake.clone(),
+            every,
+            shutdown.clone(),
+            count_release,
+            count_trim,
+        );
         // Dozens of checks, whatever the machine's pace: enough for any wrong trim to happen.
         let many_checks = || tokio::time::sleep(every * 50);
         many_checks().await;
@@ -184,6 +210,16 @@ mod tests {
             TRIMS.load(Ordering::SeqCst),
             2,
             "once at the end, once later, no more"
+        );
+        assert_eq!(
+            RELEASES.load(Ordering::SeqCst),
+            2,
+            "the caches with each trim"
+        );
+        assert_eq!(
+            TRIMS_WITHOUT_RELEASE.load(Ordering::SeqCst),
+            0,
+            "the caches are released before the trim, whose pages they would keep"
         );
         shutdown.cancel();
         task.await.unwrap();

@@ -153,10 +153,19 @@ pub async fn run(config: Config, serve: ServeConfig, reread: Reread) -> Result<(
 
     let shutdown = stop_on_signal();
     store.spawn_search_indexer(shutdown.clone());
+    let caches = store.clone();
     crate::heap::spawn_trimmer(
         metrics,
         crate::heap::IDLE_CHECK,
         shutdown.clone(),
+        move || {
+            let store = caches.clone();
+            async move {
+                if let Err(e) = store.release_caches().await {
+                    tracing::debug!("the store's caches were not released: {e}");
+                }
+            }
+        },
         crate::heap::give_back_free_memory,
     );
     if let Some(retain) = serve.retain {
