@@ -200,19 +200,18 @@ pub(super) fn insert_messages(
         return Ok((created, Vec::new()));
     }
     // The conversation is made only if it is not there (every write of a turn after its
-    // first finds it): one statement fewer than making sure of it each time.
-    let message_count = || -> rusqlite::Result<Option<i64>> {
-        tx.prepare_cached("SELECT message_count FROM conversations WHERE conversation_id = ?1")?
-            .query_row([conversation], |r| r.get(0))
-            .optional()
-    };
-    let (created, before) = match message_count()? {
+    // first finds it): one statement fewer than making sure of it each time. This is the one
+    // writer, so a conversation not found here is made here, with no messages yet.
+    let found: Option<i64> = tx
+        .prepare_cached("SELECT message_count FROM conversations WHERE conversation_id = ?1")?
+        .query_row([conversation], |r| r.get(0))
+        .optional()?;
+    let (created, before) = match found {
         Some(count) => (false, count),
-        None => {
-            let created = ensure_conversation(tx, conversation, device, &tags, &now)?;
-            let count = message_count()?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-            (created, count)
-        }
+        None => (
+            ensure_conversation(tx, conversation, device, &tags, &now)?,
+            0,
+        ),
     };
     let mut insert = tx.prepare_cached(
         "INSERT INTO messages (conversation_id, message_type, content, sequence_number,
