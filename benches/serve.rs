@@ -6,7 +6,9 @@
 //! 1,000 streaming. Printed per level: the direct call's latency p50/p99, lang-agent's, the
 //! box's overhead (lang-agent's p50/p99 minus the direct call's, measured in the same run), time
 //! to first byte p50, throughput, CPU time per turn (the box's process; the router and chat
-//! calls and the log write included) and the server's resident memory; at the end, its peak
+//! calls and the log write included), the fake upstream's CPU time for the same turns (what
+//! answering their router and chat calls costs a plain HTTP server: a yardstick for the box,
+//! which serves one call and makes those two) and the server's resident memory; at the end, its peak
 //! and what it holds once idle. First, the time from start to ready. Figures only; nothing is
 //! asserted.
 //!
@@ -125,21 +127,28 @@ struct Level {
     ttfb_p50: Duration,
     per_sec: f64,
     cpu_ms_per_call: f64,
+    /// What the turns cost the fake upstream, when it is watched (their router and chat calls):
+    /// a yardstick for the box's own cost, which serves one call and makes those two.
+    upstream_cpu_ms_per_call: Option<f64>,
 }
 
 async fn measure(
     url: &str,
     pid: u32,
+    upstream_pid: Option<u32>,
     target: Target,
     stream: bool,
     concurrency: usize,
     per_client: usize,
 ) -> Level {
     let cpu_before = CpuReading::now(pid);
+    let upstream_before = upstream_pid.map(|p| (p, CpuReading::now(p)));
     let (samples, wall) = run_level(url, target, stream, concurrency, per_client).await;
     // Warm-up calls included: one per client.
-    let cpu_ms_per_call =
-        CpuReading::now(pid).ms_since(&cpu_before) / (samples.len() + concurrency) as f64;
+    let calls = (samples.len() + concurrency) as f64;
+    let cpu_ms_per_call = CpuReading::now(pid).ms_since(&cpu_before) / calls;
+    let upstream_cpu_ms_per_call =
+        upstream_before.map(|(p, before)| CpuReading::now(p).ms_since(&before) / calls);
     let mut totals: Vec<_> = samples.iter().map(|s| s.total).collect();
     let mut firsts: Vec<_> = samples.iter().map(|s| s.first_byte).collect();
     totals.sort();
@@ -150,6 +159,7 @@ async fn measure(
         ttfb_p50: percentile(&firsts, 0.5),
         per_sec: samples.len() as f64 / wall.as_secs_f64(),
         cpu_ms_per_call,
+        upstream_cpu_ms_per_call,
     }
 }
 
@@ -228,7 +238,7 @@ async fn main() {
         calls_per_client(1, per_client)
     );
     println!(
-        "{:<7} {:>5} | {:>9} {:>9} | {:>9} {:>9} | {:>8} {:>8} | {:>8} | {:>7} | {:>7} | {:>7}",
+        "{:<7} {:>5} | {:>9} {:>9} | {:>9} {:>9} | {:>8} {:>8} | {:>8} | {:>7} | {:>7} | {:>7} | {:>7}",
         "mode",
         "conc",
         "direct50",
@@ -240,6 +250,7 @@ async fn main() {
         "ttfb p50",
         "req/s",
         "CPU ms",
+        "up CPU",
         "RSS MiB"
     );
     let levels = [
@@ -256,6 +267,7 @@ async fn main() {
         let direct = measure(
             &mock.base_url,
             mock.proc.pid(),
+            None,
             Target::MockDirect,
             stream,
             concurrency,
@@ -265,6 +277,7 @@ async fn main() {
         let boxed = measure(
             &server.url,
             pid,
+            Some(mock.proc.pid()),
             Target::LangAgent,
             stream,
             concurrency,
@@ -273,7 +286,7 @@ async fn main() {
         .await;
         let overhead = |b: Duration, d: Duration| ms(b) - ms(d);
         println!(
-            "{:<7} {:>5} | {:>9.1} {:>9.1} | {:>9.1} {:>9.1} | {:>8.2} {:>8.2} | {:>8.1} | {:>7.1} | {:>7.3} | {:>7.1}",
+            "{:<7} {:>5} | {:>9.1} {:>9.1} | {:>9.1} {:>9.1} | {:>8.2} {:>8.2} | {:>8.1} | {:>7.1} | {:>7.3} | {:>7.3} | {:>7.1}",
             if stream { "stream" } else { "json" },
             concurrency,
             ms(direct.p50),
@@ -285,6 +298,7 @@ async fn main() {
             ms(boxed.ttfb_p50),
             boxed.per_sec,
             boxed.cpu_ms_per_call,
+            boxed.upstream_cpu_ms_per_call.unwrap_or(f64::NAN),
             rss_kib(pid, "VmRSS:") as f64 / 1024.0,
         );
     }
@@ -295,6 +309,7 @@ async fn main() {
     common::print_idle_rss(pid, &[Duration::from_secs(15), Duration::from_secs(110)]).await;
     println!(
         "ovh = lang-agent's latency minus the direct call's at the same level, same run (ms); \
-         CPU ms = the box's CPU time per turn"
+         CPU ms = the box's CPU time per turn; up CPU = the fake upstream's, for the turn's \
+         router and chat calls (the box serves one call and makes those two)"
     );
 }
