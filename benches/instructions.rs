@@ -8,6 +8,13 @@
 //! voice answer's length (all chat route: router and chat calls). Figures only; nothing is
 //! asserted.
 //!
+//! The count is the whole process's, background threads included. The search indexer's
+//! passes fall into a row or not depending on timing, and their full-text index work (the
+//! FTS5 inserts, and at their commit the new segment and now and then a merge of segments:
+//! up to 40 million instructions) swamps a change, so each row also gives that work apart,
+//! read from the dump's call graph, and the count without it: the figure to compare between
+//! builds.
+//!
 //! `cargo bench --bench instructions` (valgrind must be installed; `BENCH_TURNS` sets the
 //! turns per row, default 200; `LANG_AGENT_BIN=path` measures another build of the binary,
 //! e.g. the one before a change).
@@ -86,8 +93,17 @@ fn under_callgrind(serve: Command, out_dir: &Path) -> Command {
     common::rerun_as(&serve, "valgrind", &leading)
 }
 
-/// The instruction total of the newest callgrind dump in `dir`.
-fn newest_dump_instructions(dir: &Path) -> u64 {
+/// What a dump counted.
+struct Counted {
+    total: u64,
+    /// In SQLite's full-text index code: the search indexer's work (a turn's writes never
+    /// touch the index; only deleting or editing indexed rows would).
+    indexer: u64,
+}
+
+/// The newest callgrind dump in `dir`: its instruction total, and how much of it the search
+/// indexer's full-text index work took.
+fn newest_dump(dir: &Path) -> Counted {
     let newest = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok())
@@ -95,11 +111,47 @@ fn newest_dump_instructions(dir: &Path) -> u64 {
         .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
         .expect("a callgrind dump");
     let text = std::fs::read_to_string(newest.path()).unwrap();
-    text.lines()
+    let total = text
+        .lines()
         .find_map(|l| l.strip_prefix("summary: ").or(l.strip_prefix("totals: ")))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .expect("a summary line")
+        .expect("a summary line");
+    Counted {
+        total,
+        indexer: inclusive_cost(&text, |f| {
+            f.starts_with("fts5") || f.starts_with("sqlite3Fts5")
+        }),
+    }
+}
+
+/// The instructions spent in the functions `inside` names, callees included: the sum of the
+/// costs of the calls into them from functions outside them (names uncompressed,
+/// `--compress-strings=no`). In callgrind's format a `calls=` line is followed by the line
+/// giving that call's inclusive cost, its second field.
+fn inclusive_cost(dump: &str, inside: impl Fn(&str) -> bool) -> u64 {
+    let (mut caller, mut callee) = ("", "");
+    let mut call_follows = false;
+    let mut cost = 0;
+    for line in dump.lines() {
+        if let Some(f) = line.strip_prefix("fn=") {
+            caller = f;
+        } else if let Some(f) = line.strip_prefix("cfn=") {
+            callee = f;
+        } else if line.starts_with("calls=") {
+            call_follows = true;
+        } else if call_follows {
+            call_follows = false;
+            if inside(callee) && !inside(caller) {
+                cost += line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|c| c.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    cost
 }
 
 fn callgrind_control(flag: &str, pid: u32) {
@@ -143,7 +195,10 @@ async fn main() {
     let client = http();
 
     println!("lang-agent instructions per turn (callgrind), {turns} turns per row, chat route");
-    println!("{:<18} {:>14} {:>16}", "turn", "instructions", "per turn");
+    println!(
+        "{:<18} {:>14} {:>12} {:>18} {:>22}",
+        "turn", "instructions", "per turn", "full-text index", "without it, per turn"
+    );
     for turn in [
         Turn::DashScopeStream,
         Turn::DashScopeJson,
@@ -158,12 +213,15 @@ async fn main() {
             one(&client, &server, turn, n).await;
         }
         callgrind_control("-d", pid);
-        let total = newest_dump_instructions(&out);
+        let counted = newest_dump(&out);
+        let per_turn = |n: u64| n / turns as u64;
         println!(
-            "{:<18} {:>14} {:>16}",
+            "{:<18} {:>14} {:>12} {:>18} {:>22}",
             turn.label(),
-            total,
-            total / turns as u64
+            counted.total,
+            per_turn(counted.total),
+            per_turn(counted.indexer),
+            per_turn(counted.total - counted.indexer)
         );
     }
 }

@@ -126,9 +126,57 @@ ALTER TABLE conversations ADD COLUMN profile TEXT NOT NULL DEFAULT 'default';
 ALTER TABLE conversations ADD COLUMN origin TEXT NOT NULL DEFAULT 'api';
 "#;
 
+/// The kind checks of `messages` and `turns`, as V1 wrote them and as V6 leaves them: the
+/// same values allowed, compared one by one. SQLite checks `x IN ('a', 'b', 'c')` (more than
+/// two constants) by building a temporary b-tree of the list, with its own pager and page
+/// cache, for every row written: four a turn (its `turns` row and status, a message each way),
+/// half the writer's instructions per turn (callgrind, `cargo bench --bench instructions`).
+const KIND_CHECKS: [(&str, &str, &str); 2] = [
+    (
+        "messages",
+        "CHECK (message_type IN ('human', 'ai', 'tool'))",
+        "CHECK (message_type = 'human' OR message_type = 'ai' OR message_type = 'tool')",
+    ),
+    (
+        "turns",
+        "CHECK (status IN ('running', 'done', 'interrupted', 'failed'))",
+        "CHECK (status = 'running' OR status = 'done' OR status = 'interrupted' \
+         OR status = 'failed')",
+    ),
+];
+
+/// V6: the kind checks compare one value at a time ([`KIND_CHECKS`]). A CHECK cannot be
+/// altered, and rebuilding `messages` would copy the whole log; SQLite documents editing the
+/// table's definition in place for a change that leaves the stored rows as they are
+/// (<https://sqlite.org/lang_altertable.html#otheralter>): the new checks allow exactly what
+/// the old ones did. The schema version is raised so that every other open connection reads
+/// the new definitions, and `RESET` has this one read them again too.
+fn compare_kinds_one_by_one(tx: &rusqlite::Transaction<'_>) -> rusqlite_migration::HookResult {
+    let version: i64 = tx.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+    tx.execute_batch("PRAGMA writable_schema = ON")?;
+    for (table, old, new) in KIND_CHECKS {
+        tx.execute(
+            "UPDATE sqlite_schema SET sql = replace(sql, ?2, ?3) WHERE type = 'table' AND name = ?1",
+            [table, old, new],
+        )?;
+    }
+    tx.execute_batch(&format!(
+        "PRAGMA schema_version = {}; PRAGMA writable_schema = RESET;",
+        version + 1
+    ))?;
+    Ok(())
+}
+
 /// All migrations, oldest first.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3), M::up(V4), M::up(V5)])
+    Migrations::new(vec![
+        M::up(V1),
+        M::up(V2),
+        M::up(V3),
+        M::up(V4),
+        M::up(V5),
+        M::up_with_hook("", compare_kinds_one_by_one),
+    ])
 }
 
 #[cfg(test)]
@@ -138,6 +186,129 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         assert!(migrations().validate().is_ok());
+    }
+
+    fn latest() -> rusqlite::Connection {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        migrations().to_latest(&mut conn).unwrap();
+        conn
+    }
+
+    /// The opcodes SQLite compiles `sql` to.
+    fn opcodes(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
+        let mut explain = conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
+        explain
+            .query_map([], |r| r.get::<_, String>(1))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    const WRITES_OF_A_TURN: [&str; 3] = [
+        "INSERT INTO turns (conversation_id, model, status, started_at)
+         VALUES ('c', 'm', 'running', 't')",
+        "UPDATE turns SET status = 'done', finished_at = 't' WHERE id = 1",
+        "INSERT INTO messages (conversation_id, message_type, content, sequence_number,
+             created_at, turn_id)
+         VALUES ('c', 'human', 'hello', 1, 't', 1)",
+    ];
+
+    #[test]
+    fn a_turns_rows_are_checked_without_a_temporary_table() {
+        let conn = latest();
+        for sql in WRITES_OF_A_TURN {
+            let ops = opcodes(&conn, sql);
+            assert!(
+                !ops.iter().any(|op| op == "OpenEphemeral"),
+                "{sql} builds a temporary b-tree: {ops:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_kind_checks_still_refuse_unknown_kinds() {
+        let conn = latest();
+        conn.execute_batch(
+            "INSERT INTO conversations (conversation_id, created_at, updated_at)
+             VALUES ('c', 't', 't')",
+        )
+        .unwrap();
+        let turn = |status: &str| {
+            conn.execute(
+                "INSERT INTO turns (conversation_id, model, status, started_at)
+                 VALUES ('c', 'm', ?1, 't')",
+                [status],
+            )
+        };
+        for status in ["running", "done", "interrupted", "failed"] {
+            turn(status).unwrap();
+        }
+        let refused = turn("finished").unwrap_err().to_string();
+        assert!(refused.contains("CHECK constraint failed"), "{refused}");
+        let message = |kind: &str, seq: i64| {
+            conn.execute(
+                "INSERT INTO messages (conversation_id, message_type, content, sequence_number,
+                     created_at)
+                 VALUES ('c', ?1, 'x', ?2, 't')",
+                rusqlite::params![kind, seq],
+            )
+        };
+        for (seq, kind) in ["human", "ai", "tool"].into_iter().enumerate() {
+            message(kind, seq as i64).unwrap();
+        }
+        let refused = message("system", 9).unwrap_err().to_string();
+        assert!(refused.contains("CHECK constraint failed"), "{refused}");
+    }
+
+    #[test]
+    fn a_database_from_before_keeps_its_rows_and_every_connection_sees_the_new_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.sqlite3");
+        let mut old = rusqlite::Connection::open(&path).unwrap();
+        migrations().to_version(&mut old, 5).unwrap();
+        old.execute_batch(
+            "INSERT INTO conversations (conversation_id, created_at, updated_at)
+             VALUES ('c', 't', 't');
+             INSERT INTO turns (conversation_id, model, status, started_at)
+             VALUES ('c', 'm', 'done', 't');
+             INSERT INTO messages (conversation_id, message_type, content, sequence_number,
+                 created_at, turn_id)
+             VALUES ('c', 'human', 'hello', 1, 't', 1), ('c', 'ai', 'hi', 2, 't', 1);",
+        )
+        .unwrap();
+        // Another connection, open (its schema read) before the migration: a viewer's.
+        let other = rusqlite::Connection::open(&path).unwrap();
+        assert!(opcodes(&other, WRITES_OF_A_TURN[2]).contains(&"OpenEphemeral".to_string()));
+
+        migrations().to_latest(&mut old).unwrap();
+
+        let check: String = old
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        let kept: i64 = other
+            .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, 2);
+        for conn in [&old, &other] {
+            for sql in WRITES_OF_A_TURN {
+                assert!(
+                    !opcodes(conn, sql).contains(&"OpenEphemeral".to_string()),
+                    "{sql}"
+                );
+            }
+        }
+        let definitions: String = other
+            .query_row(
+                "SELECT group_concat(sql) FROM sqlite_schema WHERE name IN ('messages', 'turns')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        for (_, old_check, new_check) in KIND_CHECKS {
+            assert!(!definitions.contains(old_check), "{definitions}");
+            assert!(definitions.contains(new_check), "{definitions}");
+        }
     }
 
     #[test]
