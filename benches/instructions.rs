@@ -96,13 +96,13 @@ fn under_callgrind(serve: Command, out_dir: &Path) -> Command {
 /// What a dump counted.
 struct Counted {
     total: u64,
-    /// In SQLite's full-text index code: the search indexer's work (a turn's writes never
-    /// touch the index; only deleting or editing indexed rows would).
-    indexer: u64,
+    /// In SQLite's full-text index code: only the search indexer's passes run it (a turn's
+    /// writes never touch the index; only deleting or editing indexed rows would).
+    full_text_index: u64,
 }
 
-/// The newest callgrind dump in `dir`: its instruction total, and how much of it the search
-/// indexer's full-text index work took.
+/// The newest callgrind dump in `dir`: its instruction total, and how much of it the
+/// full-text index work took.
 fn newest_dump(dir: &Path) -> Counted {
     let newest = std::fs::read_dir(dir)
         .unwrap()
@@ -119,7 +119,7 @@ fn newest_dump(dir: &Path) -> Counted {
         .expect("a summary line");
     Counted {
         total,
-        indexer: inclusive_cost(&text, |f| {
+        full_text_index: inclusive_cost(&text, |f| {
             f.starts_with("fts5") || f.starts_with("sqlite3Fts5")
         }),
     }
@@ -220,8 +220,8 @@ async fn main() {
             turn.label(),
             counted.total,
             per_turn(counted.total),
-            per_turn(counted.indexer),
-            per_turn(counted.total - counted.indexer)
+            per_turn(counted.full_text_index),
+            per_turn(counted.total - counted.full_text_index)
         );
     }
 }
