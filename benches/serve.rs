@@ -12,6 +12,12 @@
 //! and what it holds once idle. First, the time from start to ready. Figures only; nothing is
 //! asserted.
 //!
+//! The same load also goes through a bare proxy (`serve/bare_proxy.rs`): the same call and the
+//! same two upstream calls on the box's HTTP server, client and runtime, with none of its work
+//! (memory, log writes, bounds). Its overhead, CPU per turn and memory are the floor those
+//! crates set on this machine, measured in the same run, beside which the box's figures and
+//! the issue's targets can be read.
+//!
 //! Each client makes one unmeasured warm-up call first (its connection), so the figures are
 //! the steady state.
 //!
@@ -21,6 +27,8 @@
 //! `cargo bench --bench serve` (set `BENCH_REQUESTS_PER_CLIENT` to change the run length;
 //! `LANG_AGENT_BIN=path` measures another build of the server, e.g. the one before a change).
 
+#[path = "serve/bare_proxy.rs"]
+mod bare_proxy;
 mod common;
 
 use std::time::{Duration, Instant};
@@ -34,6 +42,8 @@ const UPSTREAM_DELAY: Duration = Duration::from_millis(500);
 #[derive(Clone, Copy, PartialEq)]
 enum Target {
     MockDirect,
+    /// The stack's floor (`bare_proxy`): the same DashScope call, the same two upstream calls.
+    BareProxy,
     LangAgent,
 }
 
@@ -56,7 +66,7 @@ async fn one_call(
             "model": "m", "stream": stream,
             "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": text}],
         })),
-        Target::LangAgent => {
+        Target::BareProxy | Target::LangAgent => {
             let mut r = client
                 .post(format!("{url}/api/apps/bench/completion"))
                 .bearer_auth(KEY)
@@ -214,6 +224,9 @@ fn calls_per_client(concurrency: usize, per_client: usize) -> usize {
 
 #[tokio::main]
 async fn main() {
+    if let Ok(upstream) = std::env::var(bare_proxy::UPSTREAM_ENV) {
+        return bare_proxy::serve(upstream).await;
+    }
     raise_fd_limit();
     let per_client: usize = std::env::var("BENCH_REQUESTS_PER_CLIENT")
         .ok()
@@ -231,6 +244,16 @@ async fn main() {
     let serve = measured_serve(&data, &mock.base_url, &["--llm-read-timeout-secs", "30"]);
     let server = Server::ready(Proc::spawn(serve), &data);
     let pid = server.proc.pid();
+    // The stack's floor, run from this program in a process of its own.
+    let mut bare_command = std::process::Command::new(std::env::current_exe().unwrap());
+    bare_command.env(bare_proxy::UPSTREAM_ENV, &mock.base_url);
+    let bare = Proc::spawn(bare_command);
+    let bare_url = bare
+        .wait_for_line(bare_proxy::LISTENING)
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
 
     println!(
         "lang-agent API overhead; upstream answers after {} ms; {per_client} calls per client, {} at concurrency 1",
@@ -238,7 +261,7 @@ async fn main() {
         calls_per_client(1, per_client)
     );
     println!(
-        "{:<7} {:>5} | {:>9} {:>9} | {:>9} {:>9} | {:>8} {:>8} | {:>8} | {:>7} | {:>7} | {:>7} | {:>7}",
+        "{:<7} {:>5} | {:>9} {:>9} | {:>9} {:>9} | {:>8} {:>8} | {:>8} | {:>7} | {:>7} | {:>7} | {:>7} | {:>8} {:>8} {:>7} {:>7}",
         "mode",
         "conc",
         "direct50",
@@ -251,7 +274,11 @@ async fn main() {
         "req/s",
         "CPU ms",
         "up CPU",
-        "RSS MiB"
+        "RSS MiB",
+        "bare o50",
+        "bare o99",
+        "bare ms",
+        "bare MB"
     );
     let levels = [
         (1usize, false),
@@ -274,6 +301,16 @@ async fn main() {
             calls,
         )
         .await;
+        let floor = measure(
+            &bare_url,
+            bare.pid(),
+            None,
+            Target::BareProxy,
+            stream,
+            concurrency,
+            calls,
+        )
+        .await;
         let boxed = measure(
             &server.url,
             pid,
@@ -286,7 +323,7 @@ async fn main() {
         .await;
         let overhead = |b: Duration, d: Duration| ms(b) - ms(d);
         println!(
-            "{:<7} {:>5} | {:>9.1} {:>9.1} | {:>9.1} {:>9.1} | {:>8.2} {:>8.2} | {:>8.1} | {:>7.1} | {:>7.3} | {:>7.3} | {:>7.1}",
+            "{:<7} {:>5} | {:>9.1} {:>9.1} | {:>9.1} {:>9.1} | {:>8.2} {:>8.2} | {:>8.1} | {:>7.1} | {:>7.3} | {:>7.3} | {:>7.1} | {:>8.2} {:>8.2} {:>7.3} {:>7.1}",
             if stream { "stream" } else { "json" },
             concurrency,
             ms(direct.p50),
@@ -300,16 +337,23 @@ async fn main() {
             boxed.cpu_ms_per_call,
             boxed.upstream_cpu_ms_per_call.unwrap_or(f64::NAN),
             rss_kib(pid, "VmRSS:") as f64 / 1024.0,
+            overhead(floor.p50, direct.p50),
+            overhead(floor.p99, direct.p99),
+            floor.cpu_ms_per_call,
+            rss_kib(bare.pid(), "VmRSS:") as f64 / 1024.0,
         );
     }
     println!(
-        "server peak RSS (VmHWM): {:.1} MiB",
-        rss_kib(pid, "VmHWM:") as f64 / 1024.0
+        "server peak RSS (VmHWM): {:.1} MiB; the bare proxy's: {:.1} MiB",
+        rss_kib(pid, "VmHWM:") as f64 / 1024.0,
+        rss_kib(bare.pid(), "VmHWM:") as f64 / 1024.0
     );
     common::print_idle_rss(pid, &[Duration::from_secs(15), Duration::from_secs(110)]).await;
     println!(
         "ovh = lang-agent's latency minus the direct call's at the same level, same run (ms); \
          CPU ms = the box's CPU time per turn; up CPU = the fake upstream's, for the turn's \
-         router and chat calls (the box serves one call and makes those two)"
+         router and chat calls (the box serves one call and makes those two); bare = the \
+         stack's floor (benches/serve/bare_proxy.rs: the same call and upstream calls on the \
+         box's crates, with none of the box's work): its overhead p50/p99, CPU ms per turn, RSS"
     );
 }
