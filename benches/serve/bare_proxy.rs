@@ -1,7 +1,8 @@
 //! The stack's floor: the least a server built on lang-agent's crates can do to answer a
 //! DashScope call the way the `route` graph does.
 //!
-//! It answers `POST /api/apps/{app}/completion` by making the two upstream calls a chat turn
+//! It answers `POST /api/apps/{app}/completion` (and `/api/v1/…`, which `lang-agent stress`
+//! calls) by making the two upstream calls a chat turn
 //! makes, at once (the router's, asking for a JSON object, and the chat model's, both streamed
 //! and read as server-sent events), waits for the router's answer, and relays the chat
 //! answer as DashScope JSON or frames. It has the box's HTTP server (hyper through axum),
@@ -10,6 +11,11 @@
 //! memory, log writes, deadlines or bounds. The serve bench runs it as a process of its own
 //! beside the box, so that the box's overhead, CPU and memory can be set against what the
 //! crates alone cost on the same machine in the same run.
+//!
+//! To run it alone, under `lang-agent stress` or `heaptrack`: build the bench
+//! (`cargo bench --no-run --bench serve` prints its path) and start it with
+//! `BENCH_BARE_PROXY_UPSTREAM=http://127.0.0.1:PORT/v1` (a `lang-agent mock-llm`); it prints
+//! the address it listens on.
 //!
 //! Bench code only: it trusts its input and unwraps what fails.
 
