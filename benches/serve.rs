@@ -18,6 +18,12 @@
 //! crates set on this machine, measured in the same run, beside which the box's figures and
 //! the targets can be read.
 //!
+//! Where the box's own time goes: after the table, each level's writes to the log, read from
+//! the box's `/metrics` (`lang_agent_store_write_duration_seconds`) before and after the level:
+//! writes per turn, and the mean time of each phase of a write (queued for the writer thread,
+//! its statements, the rest of its batch and the commit, the reply back to the async worker).
+//! A turn waits for both of its writes.
+//!
 //! Each client makes one unmeasured warm-up call first (its connection), so the figures are
 //! the steady state.
 //!
@@ -173,6 +179,44 @@ async fn measure(
     }
 }
 
+/// The phases of a store write, as `/metrics` names them.
+const WRITE_PHASES: [&str; 4] = ["queued", "statements", "commit", "reply"];
+
+/// The box's store writes so far, per phase: how many, and their seconds together.
+#[derive(Clone, Copy, Default)]
+struct WriteTotals([(f64, f64); 4]);
+
+impl WriteTotals {
+    /// Read from the box's `/metrics`; a build without the family reads as none.
+    async fn read(client: &reqwest::Client, url: &str) -> WriteTotals {
+        let text = client
+            .get(format!("{url}/metrics"))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        let value = |series: &str, phase: &str| {
+            let prefix =
+                format!("lang_agent_store_write_duration_seconds_{series}{{phase=\"{phase}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0)
+        };
+        WriteTotals(WRITE_PHASES.map(|phase| (value("count", phase), value("sum", phase))))
+    }
+
+    /// The writes since `earlier`, and each phase's mean over them in microseconds.
+    fn since(&self, earlier: &WriteTotals) -> (f64, [f64; 4]) {
+        let writes = self.0[0].0 - earlier.0[0].0;
+        let mean = |i: usize| (self.0[i].1 - earlier.0[i].1) / writes * 1e6;
+        (writes, [mean(0), mean(1), mean(2), mean(3)])
+    }
+}
+
 /// `serve` on `data` against `upstream`, as the binary this run measures (`LANG_AGENT_BIN`).
 fn measured_serve(data: &std::path::Path, upstream: &str, extra: &[&str]) -> std::process::Command {
     let command = Server::command(data, Some(upstream), extra, &[("FAST_AUTH_KEYS", KEY)]);
@@ -289,6 +333,8 @@ async fn main() {
         (200, true),
         (1000, true),
     ];
+    let metrics_client = http();
+    let mut write_rows = Vec::new();
     for (concurrency, stream) in levels {
         let calls = calls_per_client(concurrency, per_client);
         let direct = measure(
@@ -311,6 +357,7 @@ async fn main() {
             calls,
         )
         .await;
+        let writes_before = WriteTotals::read(&metrics_client, &server.url).await;
         let boxed = measure(
             &server.url,
             pid,
@@ -321,6 +368,23 @@ async fn main() {
             calls,
         )
         .await;
+        let (writes, phases) = WriteTotals::read(&metrics_client, &server.url)
+            .await
+            .since(&writes_before);
+        // Warm-up calls included, as in the CPU column: one per client.
+        let turns = (calls + 1) * concurrency;
+        let per_turn = writes / turns as f64;
+        write_rows.push(format!(
+            "{:<7} {:>5} | {:>11.2} | {:>8.0} {:>10.0} {:>8.0} {:>8.0} | {:>8.0}",
+            if stream { "stream" } else { "json" },
+            concurrency,
+            per_turn,
+            phases[0],
+            phases[1],
+            phases[2],
+            phases[3],
+            per_turn * phases.iter().sum::<f64>(),
+        ));
         let overhead = |b: Duration, d: Duration| ms(b) - ms(d);
         println!(
             "{:<7} {:>5} | {:>9.1} {:>9.1} | {:>9.1} {:>9.1} | {:>8.2} {:>8.2} | {:>8.1} | {:>7.1} | {:>7.3} | {:>7.3} | {:>7.1} | {:>8.2} {:>8.2} {:>7.3} {:>7.1}",
@@ -342,6 +406,16 @@ async fn main() {
             floor.cpu_ms_per_call,
             rss_kib(bare.pid(), "VmRSS:") as f64 / 1024.0,
         );
+    }
+    println!(
+        "the box's writes to its log (/metrics: lang_agent_store_write_duration_seconds), mean µs per write"
+    );
+    println!(
+        "{:<7} {:>5} | {:>11} | {:>8} {:>10} {:>8} {:>8} | {:>8}",
+        "mode", "conc", "writes/turn", "queued", "statements", "commit", "reply", "µs/turn"
+    );
+    for row in &write_rows {
+        println!("{row}");
     }
     println!(
         "server peak RSS (VmHWM): {:.1} MiB; the bare proxy's: {:.1} MiB",

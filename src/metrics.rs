@@ -39,6 +39,27 @@ const TTFT_BUCKETS: [f64; 12] = [
     0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
 ];
 
+/// Buckets of a store write's phases, seconds: from a warm page cache to a stalled disk.
+const STORE_WRITE_BUCKETS: [f64; 12] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0,
+];
+
+/// Where one store write's time went, from its caller's call to its caller resuming: the
+/// `phase`s of `lang_agent_store_write_duration_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreWritePhases {
+    /// Sent to the writer thread until its batch began: the thread's wake-up, and the batches
+    /// before it.
+    pub queued: Duration,
+    /// Its own statements.
+    pub statements: Duration,
+    /// From its statements to the end of its batch's commit (or rollback): the statements of
+    /// the writes after it in the batch, and the commit they share.
+    pub commit: Duration,
+    /// From the commit to its caller running again: the hand-back to an async worker.
+    pub reply: Duration,
+}
+
 /// The job a model call does, the `role` of `lang_agent_upstream_duration_seconds`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamRole {
@@ -161,6 +182,11 @@ struct DecisionLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ToolLabels {
     tool: String,
     outcome: &'static str,
@@ -204,6 +230,9 @@ pub struct Metrics {
     store_size_bytes: Gauge,
     store_writer_queue: Gauge,
     store_wal_pages: Gauge,
+    /// The `phase`s of a store write, in [`StoreWritePhases`]' order (each fetched once: a
+    /// turn observes eight).
+    store_write_phases: [Histogram; 4],
     /// Only registered when the in-process export follower runs.
     export_lag_rows: Option<Gauge>,
     export_position: ExportPosition,
@@ -290,6 +319,17 @@ impl Metrics {
             "The SQLite WAL's size in pages after the last commit; it starts over after a checkpoint (run by a thread of its own)",
             store_wal_pages.clone(),
         );
+        let store_write = Family::<PhaseLabels, Histogram, Buckets>::new_with_constructor(Buckets(
+            &STORE_WRITE_BUCKETS,
+        ));
+        registry.register_with_unit(
+            "store_write_duration",
+            "Store writes (a turn makes two: its opening and its closing), by phase, which add up to the write's whole wait: queued for the writer thread, its statements, the rest of its batch and the commit, and the reply back to the caller",
+            Unit::Seconds,
+            store_write.clone(),
+        );
+        let store_write_phases = ["queued", "statements", "commit", "reply"]
+            .map(|phase| store_write.get_or_create(&PhaseLabels { phase }).clone());
         let export_lag_rows = exporting.then(|| {
             let gauge = Gauge::default();
             registry.register(
@@ -314,6 +354,7 @@ impl Metrics {
             store_size_bytes,
             store_writer_queue,
             store_wal_pages,
+            store_write_phases,
             export_lag_rows,
             export_position: ExportPosition::default(),
             scrape_source: OnceLock::new(),
@@ -392,6 +433,15 @@ impl Metrics {
                 outcome: if ok { "ok" } else { "error" },
             })
             .inc();
+    }
+
+    /// A store write returned to its caller, its time spent as `phases` says.
+    pub fn store_write(&self, phases: &StoreWritePhases) {
+        let [queued, statements, commit, reply] = &self.store_write_phases;
+        queued.observe(phases.queued.as_secs_f64());
+        statements.observe(phases.statements.as_secs_f64());
+        commit.observe(phases.commit.as_secs_f64());
+        reply.observe(phases.reply.as_secs_f64());
     }
 
     /// Where the export follower reports how far it got.

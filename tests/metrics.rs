@@ -381,6 +381,22 @@ async fn counters_move_with_turns_through_both_apis_and_a_tool() {
     // Two turns' writes are in the WAL, far from the first checkpoint.
     let wal_pages = after_chat.value("lang_agent_store_wal_pages", &[]);
     assert!(wal_pages > 0.0 && wal_pages < 1000.0, "{wal_pages}");
+    // Each turn wrote twice (as it opened and as it closed; the search indexer may have
+    // written since), and every write is timed in each of its phases.
+    let writes = |phase: &str| {
+        let labels = [("phase", phase)];
+        (
+            after_chat.value("lang_agent_store_write_duration_seconds_count", &labels),
+            after_chat.value("lang_agent_store_write_duration_seconds_sum", &labels),
+        )
+    };
+    let (committed, _) = writes("commit");
+    assert!(committed >= 4.0, "{committed} writes");
+    for phase in ["queued", "statements", "commit", "reply"] {
+        let (count, seconds) = writes(phase);
+        assert_eq!(count, committed, "{phase}");
+        assert!(seconds > 0.0, "{phase}");
+    }
 
     // A tool turn: the router sends it to the tool branch, which calls the calculator.
     let turn = format!("what is 37 times 49 [[mock:route=tool]] {CALC}");

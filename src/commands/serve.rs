@@ -90,6 +90,7 @@ pub async fn run(config: Config, serve: ServeConfig, reread: Reread) -> Result<(
     // At once: a key made now is shown even if the start fails after this (a busy port).
     key_source.announce(&config.data_dir);
     let metrics = Metrics::new(follow.is_some());
+    store.time_writes(metrics.clone());
     let export_position = metrics.export_position();
     metrics.set_scrape_source(scrape_source(
         store.clone(),

@@ -196,6 +196,11 @@ impl Store {
             .sum()
     }
 
+    /// Times every write from now on in `metrics` (`lang_agent_store_write_duration_seconds`).
+    pub fn time_writes(&self, metrics: Arc<crate::metrics::Metrics>) {
+        self.writer.time_writes(metrics);
+    }
+
     /// Writes queued for the writer thread, not yet taken into a batch.
     pub fn writer_queue(&self) -> usize {
         self.writer.queued()

@@ -10,16 +10,21 @@
 //! hears back only after the commit that made its work durable. The writer also keeps its
 //! last storage failure ([`WriterState`]) for `/health` and for refusing turns on a full disk.
 //! Its commits do not checkpoint the WAL: a thread of its own does ([`super::checkpoint`]).
+//! Once `serve` has its metrics, each write's time is split into its phases (queued, its
+//! statements, the rest of its batch and the commit, the reply) in
+//! `lang_agent_store_write_duration_seconds`: on an idle box the two hand-offs between
+//! threads cost as much as the commit.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, OnceLock, mpsc};
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
 use super::StoreError;
 use super::checkpoint::{self, WalState, WalWatch};
 use super::health::WriterState;
+use crate::metrics::{Metrics, StoreWritePhases};
 
 /// Most jobs in one transaction: bounds how long the first of them waits for the commit.
 const MAX_BATCH: usize = 256;
@@ -36,7 +41,17 @@ enum Isolation {
     /// It is the batch: if it fails, the batch's transaction rolls back.
     WholeBatch,
 }
-type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// Told how the batch's transaction ended, and when its commit (or rollback) did.
+type Reply = Box<dyn FnOnce(Result<(), String>, Instant) + Send>;
+
+/// A write's times as the writer thread saw them; its caller adds the reply's.
+struct WriterTimes {
+    queued: Duration,
+    statements: Duration,
+    commit: Duration,
+    /// When the writer thread replied.
+    replied: Instant,
+}
 
 /// A job that has run in its savepoint.
 struct Ran {
@@ -54,6 +69,8 @@ pub(super) struct Writer {
     /// Jobs sent and not yet taken into a batch (a channel does not say how many it holds).
     queued: Arc<AtomicUsize>,
     wal: Arc<WalState>,
+    /// Where each write's [`StoreWritePhases`] go, once `serve` has its metrics.
+    metrics: Arc<OnceLock<Arc<Metrics>>>,
 }
 
 impl Writer {
@@ -88,7 +105,13 @@ impl Writer {
             state,
             queued,
             wal,
+            metrics: Arc::default(),
         })
+    }
+
+    /// Times every write from now on, in `metrics` (once; later calls are ignored).
+    pub(super) fn time_writes(&self, metrics: Arc<Metrics>) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// Writes waiting for the writer thread.
@@ -113,11 +136,14 @@ impl Writer {
     {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let state = self.state.clone();
+        let sent = Instant::now();
         let job: Job = Box::new(move |tx, isolation| {
+            let began = Instant::now();
             let result = match isolation {
                 Isolation::Savepoint => in_savepoint(tx, work),
                 Isolation::WholeBatch => work(tx),
             };
+            let ran = Instant::now();
             let storage_failed = match &result {
                 Err(StoreError::Sqlite(e)) => state.failed(e),
                 _ => false,
@@ -125,12 +151,19 @@ impl Writer {
             Ran {
                 ok: result.is_ok(),
                 storage_failed,
-                reply: Box::new(move |committed: Result<(), String>| {
-                    let _ = reply.send(match (result, committed) {
+                reply: Box::new(move |committed: Result<(), String>, ended: Instant| {
+                    let result = match (result, committed) {
                         (Ok(value), Ok(())) => Ok(value),
                         (Err(e), _) => Err(e),
                         (Ok(_), Err(e)) => Err(StoreError::Task(format!("commit failed: {e}"))),
-                    });
+                    };
+                    let times = WriterTimes {
+                        queued: began - sent,
+                        statements: ran - began,
+                        commit: ended - ran,
+                        replied: Instant::now(),
+                    };
+                    let _ = reply.send((result, times));
                 }),
             }
         });
@@ -140,9 +173,18 @@ impl Writer {
             self.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(StoreError::Task("the database writer has stopped".into()));
         }
-        answer
+        let (result, times) = answer
             .await
-            .map_err(|_| StoreError::Task("the database writer dropped a job".into()))?
+            .map_err(|_| StoreError::Task("the database writer dropped a job".into()))?;
+        if let Some(metrics) = self.metrics.get() {
+            metrics.store_write(&StoreWritePhases {
+                queued: times.queued,
+                statements: times.statements,
+                commit: times.commit,
+                reply: times.replied.elapsed(),
+            });
+        }
+        result
     }
 }
 
@@ -181,14 +223,16 @@ fn run_batch(
     if isolation == Isolation::WholeBatch && !ran.iter().all(|r| r.ok) {
         // The one job failed, and no savepoint undid its part: nothing of it is kept.
         let _ = tx.rollback();
+        let ended = Instant::now();
         for ran in ran {
-            (ran.reply)(Ok(()));
+            (ran.reply)(Ok(()), ended);
         }
         return;
     }
     let committed = tx.commit();
     // Before the replies: a caller that hears its write committed sees the WAL it left.
     wal_watch.after_commit();
+    let ended = Instant::now();
     match &committed {
         Err(e) => {
             tracing::error!("database: commit failed: {e}");
@@ -203,7 +247,7 @@ fn run_batch(
     }
     let committed = committed.map_err(|e| e.to_string());
     for ran in ran {
-        (ran.reply)(committed.clone());
+        (ran.reply)(committed.clone(), ended);
     }
 }
 
@@ -235,15 +279,21 @@ fn in_savepoint<T>(
 
 #[cfg(test)]
 mod tests {
-    use crate::store::open_temp;
+    use crate::store::{Store, open_temp};
 
-    #[tokio::test]
-    async fn a_failing_job_rolls_back_alone_and_the_batch_commits() {
-        let (_dir, store) = open_temp();
+    /// A new store with a table `t` of unique numbers `n`.
+    async fn store_with_table() -> (tempfile::TempDir, Store) {
+        let (dir, store) = open_temp();
         store
             .write(|c| Ok(c.execute_batch("CREATE TABLE t (n INTEGER NOT NULL UNIQUE)")?))
             .await
             .unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_failing_job_rolls_back_alone_and_the_batch_commits() {
+        let (_dir, store) = store_with_table().await;
         // Many writes at once land in shared batches; n = 7 is written twice, and the second
         // one must fail without taking its batch-mates with it.
         let writes = (0..64).map(|i| {
@@ -271,13 +321,47 @@ mod tests {
         assert_eq!(count, 63);
     }
 
+    /// The `_count` and `_sum` of one phase in a rendering of the metrics.
+    fn phase_totals(text: &str, phase: &str) -> (u64, f64) {
+        let read = |series: &str| {
+            let prefix =
+                format!("lang_agent_store_write_duration_seconds_{series}{{phase=\"{phase}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .unwrap_or_else(|| panic!("no {series} of {phase} in {text}"))
+                .parse::<f64>()
+                .unwrap()
+        };
+        (read("count") as u64, read("sum"))
+    }
+
+    #[tokio::test]
+    async fn once_metrics_are_set_each_write_is_timed_in_its_four_phases() {
+        let (_dir, store) = store_with_table().await;
+        let metrics = crate::metrics::Metrics::new(false);
+        store.time_writes(metrics.clone());
+        for n in 0..3 {
+            store
+                .write(move |c| Ok(c.execute("INSERT INTO t (n) VALUES (?1)", [n])?))
+                .await
+                .unwrap();
+        }
+        // A write that fails is timed as well: it waited, ran and was rolled back.
+        let failed = store
+            .write(|c| Ok(c.execute("INSERT INTO t (n) VALUES (1)", [])?))
+            .await;
+        assert!(failed.is_err());
+        let text = metrics.render().await;
+        for phase in ["queued", "statements", "commit", "reply"] {
+            let (count, sum) = phase_totals(&text, phase);
+            assert_eq!(count, 4, "{phase}");
+            assert!(sum > 0.0, "{phase} took no time: {text}");
+        }
+    }
+
     #[tokio::test]
     async fn a_failing_job_alone_in_its_batch_leaves_nothing_and_the_next_one_commits() {
-        let (_dir, store) = open_temp();
-        store
-            .write(|c| Ok(c.execute_batch("CREATE TABLE t (n INTEGER NOT NULL UNIQUE)")?))
-            .await
-            .unwrap();
+        let (_dir, store) = store_with_table().await;
         // One write at a time: each is alone in its batch, with no savepoint around it. The
         // failing one wrote a row before it failed; that row must not be committed.
         let failed = store
