@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use common::{CpuReading, KEY, Mock, Proc, Server, http, ms, percentile, raise_fd_limit, rss_kib};
 use futures::StreamExt;
+use lang_agent::metrics::STORE_WRITE_PHASES;
 use serde_json::json;
 
 const UPSTREAM_DELAY: Duration = Duration::from_millis(500);
@@ -179,9 +180,6 @@ async fn measure(
     }
 }
 
-/// The phases of a store write, as `/metrics` names them.
-const WRITE_PHASES: [&str; 4] = ["queued", "statements", "commit", "reply"];
-
 /// The box's store writes so far, per phase: how many, and their seconds together.
 #[derive(Clone, Copy, Default)]
 struct WriteTotals([(f64, f64); 4]);
@@ -206,7 +204,7 @@ impl WriteTotals {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0.0)
         };
-        WriteTotals(WRITE_PHASES.map(|phase| (value("count", phase), value("sum", phase))))
+        WriteTotals(STORE_WRITE_PHASES.map(|phase| (value("count", phase), value("sum", phase))))
     }
 
     /// The writes since `earlier`, and each phase's mean over them in microseconds.

@@ -44,6 +44,10 @@ const STORE_WRITE_BUCKETS: [f64; 12] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0,
 ];
 
+/// The `phase` labels of `lang_agent_store_write_duration_seconds`, in [`StoreWritePhases`]'
+/// order.
+pub const STORE_WRITE_PHASES: [&str; 4] = ["queued", "statements", "commit", "reply"];
+
 /// Where one store write's time went, from its caller's call to its caller resuming: the
 /// `phase`s of `lang_agent_store_write_duration_seconds`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,8 +234,7 @@ pub struct Metrics {
     store_size_bytes: Gauge,
     store_writer_queue: Gauge,
     store_wal_pages: Gauge,
-    /// The `phase`s of a store write, in [`StoreWritePhases`]' order (each fetched once: a
-    /// turn observes eight).
+    /// The histograms of [`STORE_WRITE_PHASES`], each fetched once (a turn observes eight).
     store_write_phases: [Histogram; 4],
     /// Only registered when the in-process export follower runs.
     export_lag_rows: Option<Gauge>,
@@ -328,7 +331,7 @@ impl Metrics {
             Unit::Seconds,
             store_write.clone(),
         );
-        let store_write_phases = ["queued", "statements", "commit", "reply"]
+        let store_write_phases = STORE_WRITE_PHASES
             .map(|phase| store_write.get_or_create(&PhaseLabels { phase }).clone());
         let export_lag_rows = exporting.then(|| {
             let gauge = Gauge::default();

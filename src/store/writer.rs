@@ -352,7 +352,7 @@ mod tests {
             .await;
         assert!(failed.is_err());
         let text = metrics.render().await;
-        for phase in ["queued", "statements", "commit", "reply"] {
+        for phase in crate::metrics::STORE_WRITE_PHASES {
             let (count, sum) = phase_totals(&text, phase);
             assert_eq!(count, 4, "{phase}");
             assert!(sum > 0.0, "{phase} took no time: {text}");
